@@ -1,0 +1,1 @@
+"""The LiveKit agent worker (joins rooms, publishes speech as audio tracks)."""

@@ -1,0 +1,1 @@
+"""Engine adapters, voice library, router and audio utilities."""

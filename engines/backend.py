@@ -1,0 +1,105 @@
+"""What the router needs to know about an engine: can it load, what can it speak, how well."""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from livekit.agents import tts
+
+from .names import EngineName, QualityTier
+from .voices import Binding
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineProfile:
+    """Priors the router ranks engines by, before it has measured anything itself."""
+
+    quality_mos: float
+    """Estimated overall MOS (DNSMOS OVRL scale)."""
+    typical_ttfa_ms: float
+    tier: QualityTier
+    description: str
+
+
+class EngineState(StrEnum):
+    NOT_LOADED = "not_loaded"
+    READY = "ready"
+    NOT_INSTALLED = "not_installed"
+    FAILED = "failed"
+
+
+class EngineNotInstalled(Exception):
+    """Raised by ``_load`` when the engine's package or weights are missing."""
+
+
+class EngineBackend(ABC):
+    """One engine family: its loaded model(s), shared by every session, and its TTS factory."""
+
+    name: EngineName
+    profile: EngineProfile
+    install_hint: str = ""
+
+    def __init__(self) -> None:
+        self.state = EngineState.NOT_LOADED
+        self.detail = ""
+        self.load_seconds = 0.0
+
+    def load(self) -> None:
+        """Blocking: load models once. Never raises; the outcome is in ``state``/``detail``."""
+        started = time.perf_counter()
+        try:
+            self._load()
+        except EngineNotInstalled as exc:
+            self.state = EngineState.NOT_INSTALLED
+            self.detail = f"{exc} — {self.install_hint}" if self.install_hint else str(exc)
+            logger.warning("engine not installed: %s", self.detail, extra={"engine": self.name})
+        except Exception as exc:
+            self.state = EngineState.FAILED
+            self.detail = f"{type(exc).__name__}: {exc}"
+            logger.exception("engine failed to load", extra={"engine": self.name})
+        else:
+            self.state = EngineState.READY
+            self.detail = "loaded"
+        self.load_seconds = time.perf_counter() - started
+
+    @property
+    def ready(self) -> bool:
+        return self.state is EngineState.READY
+
+    @abstractmethod
+    def _load(self) -> None: ...
+
+    @abstractmethod
+    def languages(self) -> frozenset[str]:
+        """Primary language codes this engine can speak now."""
+
+    @abstractmethod
+    def can_render(self, binding: Binding) -> bool:
+        """Whether this binding's model/voice is present and loaded."""
+
+    @abstractmethod
+    def create_tts(self, binding: Binding, *, speed: float) -> tts.TTS[Any]:
+        """A LiveKit TTS speaking with ``binding``; cheap, the model is shared."""
+
+    def missing_reason(self, binding: Binding) -> str:
+        """Why ``can_render(binding)`` is False, for people reading /voices."""
+        return f"{binding.model_dump(exclude_none=True)} is not installed"
+
+    def binding_for_language(self, language: str) -> Binding | None:
+        """A binding for a language that has no voice in the library (none by default)."""
+        return None
+
+    @abstractmethod
+    def warm_up(self) -> None:
+        """Blocking: run one tiny synthesis so the first request pays no lazy start-up."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release threads and native resources."""

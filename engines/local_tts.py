@@ -1,0 +1,144 @@
+"""Base class for engines whose model runs in this process.
+
+A ``LocalTTS`` is a ``livekit.agents.tts.TTS``: it declares its native sample rate and pushes
+audio through the output emitter as each sentence is ready. The model call itself is blocking,
+so it runs in the engine's bounded thread pool and hands its audio back to the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Executor
+from typing import Any, TypeVar
+
+from livekit.agents import APIConnectOptions, APIError, tts, utils
+
+from .audio import FloatAudio, float_to_pcm16
+from .errors import EngineError
+from .segmenter import split_sentences
+
+logger = logging.getLogger(__name__)
+
+NO_RETRY = APIConnectOptions(max_retry=0, timeout=30.0)
+"""Retries and failover live in the router, never inside an engine."""
+
+EMITTER_FRAME_MS = 20
+
+T = TypeVar("T")
+
+
+async def iterate_in_thread(
+    executor: Executor, make_iterator: Callable[[threading.Event], Iterator[T]]
+) -> AsyncIterator[T]:
+    """Run a blocking iterator in ``executor`` and yield its items on the event loop.
+
+    The iterator gets a ``threading.Event`` that is set when the consumer stops early, so a
+    cancelled synthesis stops at its next item instead of running to the end.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
+    stop = threading.Event()
+
+    def deliver(kind: str, value: object) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+        except RuntimeError:  # the loop closed while the thread was finishing
+            pass
+
+    def work() -> None:
+        try:
+            for item in make_iterator(stop):
+                if stop.is_set():
+                    return
+                deliver("item", item)
+        except BaseException as exc:  # handed to the consumer, never swallowed
+            deliver("error", exc)
+        else:
+            deliver("done", None)
+
+    future = loop.run_in_executor(executor, work)
+    try:
+        while True:
+            kind, value = await queue.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                assert isinstance(value, BaseException)
+                raise value
+            yield value  # type: ignore[misc]
+    finally:
+        stop.set()
+        if future.done():
+            future.exception()  # already reported through the queue
+
+
+class LocalTTS(tts.TTS[Any], ABC):
+    """A LiveKit TTS backed by a model in this process (see module doc)."""
+
+    def __init__(self, *, engine: str, sample_rate: int, executor: Executor, language: str) -> None:
+        super().__init__(
+            capabilities=tts.TTSCapabilities(streaming=False),
+            sample_rate=sample_rate,
+            num_channels=1,
+        )
+        self._engine = engine
+        self._executor = executor
+        self._language = language
+
+    @property
+    def provider(self) -> str:
+        return "hive-tts"
+
+    @property
+    def model(self) -> str:
+        return self._engine
+
+    @property
+    def engine(self) -> str:
+        return self._engine
+
+    @abstractmethod
+    def _render(self, text: str, stop: threading.Event) -> Iterator[FloatAudio]:
+        """Blocking: synthesize one sentence (or less), yielding float audio as it is made."""
+
+    def _render_text(self, text: str, stop: threading.Event) -> Iterator[FloatAudio]:
+        for sentence in split_sentences(text, self._language):
+            if stop.is_set():
+                return
+            yield from self._render(sentence, stop)
+
+    def synthesize(
+        self, text: str, *, conn_options: APIConnectOptions = NO_RETRY
+    ) -> LocalChunkedStream:
+        return LocalChunkedStream(tts=self, input_text=text, conn_options=conn_options)
+
+
+class LocalChunkedStream(tts.ChunkedStream):
+    def __init__(self, *, tts: LocalTTS, input_text: str, conn_options: APIConnectOptions) -> None:
+        super().__init__(tts=tts, input_text=input_text, conn_options=conn_options)
+        self._local = tts
+
+    async def _run(self, output_emitter: tts.AudioEmitter) -> None:
+        local = self._local
+        output_emitter.initialize(
+            request_id=utils.shortuuid(),
+            sample_rate=local.sample_rate,
+            num_channels=1,
+            mime_type="audio/pcm",
+            frame_size_ms=EMITTER_FRAME_MS,
+        )
+        try:
+            async for block in iterate_in_thread(
+                local._executor, lambda stop: local._render_text(self.input_text, stop)
+            ):
+                output_emitter.push(float_to_pcm16(block).tobytes())
+        except APIError:
+            raise
+        except Exception as exc:
+            logger.exception("engine failed", extra={"engine": local.engine})
+            raise EngineError(local.engine, f"{type(exc).__name__}: {exc}") from exc
+        output_emitter.flush()

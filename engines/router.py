@@ -1,0 +1,217 @@
+"""Choose the engines that will try to speak a request, best first.
+
+The order follows the configured strategy (auto / manual / quality_first / speed_first) and the
+request's quality tier, then the configured fallback chain; espeak-ng always comes last as the
+engine that can say something in any language. Engines that are not loaded, cannot render the
+voice, or are benched by their circuit breaker are left out.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .backend import EngineBackend
+from .config import EngineSelection
+from .errors import (
+    EngineUnavailableError,
+    InvalidOptionError,
+    UnknownLanguageError,
+)
+from .names import (
+    TIER_TTFA_BUDGET_MS,
+    EngineName,
+    QualityTier,
+    SelectionStrategy,
+    primary_language,
+)
+from .registry import EngineRegistry
+from .voices import Binding, Voice, VoiceCatalog
+
+LAST_RESORT = EngineName.ESPEAK
+DEFAULT_LANGUAGE = "en"
+_LANGUAGE_CODE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+
+
+@dataclass(frozen=True)
+class ResolvedVoice:
+    voice_id: str
+    language: str
+    """Language code as asked (``es-419``) or the voice's primary language."""
+    voice: Voice | None
+    """None for a language that has no voice in the library (spoken by espeak-ng)."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    engine: EngineName
+    backend: EngineBackend
+    binding: Binding
+
+
+class EngineRouter:
+    def __init__(
+        self, selection: EngineSelection, catalog: VoiceCatalog, registry: EngineRegistry
+    ) -> None:
+        self._selection = selection
+        self._catalog = catalog
+        self._registry = registry
+
+    def known_languages(self) -> set[str]:
+        spoken = set(self._catalog.languages())
+        for backend in self._registry.backends():
+            if backend.ready:
+                spoken |= backend.languages()
+        return spoken
+
+    def resolve_voice(self, voice_id: str | None, language: str | None) -> ResolvedVoice:
+        if language is not None and not _LANGUAGE_CODE.match(language):
+            raise InvalidOptionError(
+                f"language {language!r} is not a language code such as 'en' or 'pt-BR'"
+            )
+        if voice_id:
+            voice = self._catalog.get(voice_id)
+            if language and primary_language(language) != voice.language:
+                raise InvalidOptionError(
+                    f"voice {voice_id!r} speaks {voice.language!r}, not {language!r}; "
+                    f"omit language or pick a {primary_language(language)!r} voice"
+                )
+            return ResolvedVoice(voice.id, voice.language, voice)
+        wanted = language or DEFAULT_LANGUAGE
+        voices = self._catalog.for_language(wanted)
+        if voices:
+            renderable = [v for v in voices if self._renderable_engines(v)]
+            chosen = (renderable or voices)[0]
+            return ResolvedVoice(chosen.id, chosen.language, chosen)
+        for backend in self._registry.backends():
+            if backend.ready and backend.binding_for_language(wanted) is not None:
+                code = wanted.lower().replace("_", "-")
+                return ResolvedVoice(f"{backend.name.value}:{code}", code, None)
+        raise UnknownLanguageError(wanted, self.known_languages())
+
+    def binding(self, resolved: ResolvedVoice, engine: EngineName) -> Binding | None:
+        if resolved.voice is not None:
+            return resolved.voice.engines.get(engine)
+        backend = self._registry.backend(engine)
+        return backend.binding_for_language(resolved.language) if backend else None
+
+    def _capable(self, resolved: ResolvedVoice, engine: EngineName) -> Candidate | None:
+        backend = self._registry.backend(engine)
+        binding = self.binding(resolved, engine)
+        if backend is None or not backend.ready or binding is None:
+            return None
+        if not backend.can_render(binding):
+            return None
+        return Candidate(engine, backend, binding)
+
+    def _renderable_engines(self, voice: Voice) -> list[EngineName]:
+        resolved = ResolvedVoice(voice.id, voice.language, voice)
+        return [name for name in voice.engines.engines() if self._capable(resolved, name)]
+
+    def availability(self, voice: Voice) -> list[dict[str, object]]:
+        """Each bound engine of ``voice``: whether it can render it now, and if not, why."""
+        resolved = ResolvedVoice(voice.id, voice.language, voice)
+        rows: list[dict[str, object]] = []
+        for name in voice.engines.engines():
+            binding = voice.engines.get(name)
+            assert binding is not None
+            backend = self._registry.backend(name)
+            if backend is None:
+                reason = "engine not part of this build"
+            elif not backend.ready:
+                reason = f"engine {backend.state.value}: {backend.detail}"
+            elif not backend.can_render(binding):
+                reason = backend.missing_reason(binding)
+            elif not self._registry.usable(name):
+                reason = "engine cooling down after failures"
+            else:
+                reason = ""
+            rows.append(
+                {
+                    "engine": name.value,
+                    "available": not reason and self._capable(resolved, name) is not None,
+                    "reason": reason or None,
+                    "binding": binding.model_dump(exclude_none=True),
+                }
+            )
+        return rows
+
+    def plan(
+        self,
+        resolved: ResolvedVoice,
+        *,
+        engine: EngineName | None = None,
+        quality: QualityTier | None = None,
+        strategy: SelectionStrategy | None = None,
+    ) -> list[Candidate]:
+        """Engines to try for this voice, best first (see module doc)."""
+        if engine is not None:
+            self._check_requested(resolved, engine)
+        capable = {
+            name: candidate
+            for name in EngineName
+            if (candidate := self._capable(resolved, name)) is not None
+        }
+        order = self._order(list(capable), quality, strategy)
+        if engine is not None:
+            order.insert(0, engine)
+        seen: set[EngineName] = set()
+        plan: list[Candidate] = []
+        for name in order:
+            if name in seen or name not in capable or not self._registry.usable(name):
+                continue
+            seen.add(name)
+            plan.append(capable[name])
+        if not plan:
+            raise EngineUnavailableError(
+                f"no engine can speak voice {resolved.voice_id!r} right now; engine states: "
+                + ", ".join(f"{row['engine']}={row['state']}" for row in self._registry.status())
+            )
+        return plan
+
+    def _check_requested(self, resolved: ResolvedVoice, engine: EngineName) -> None:
+        backend = self._registry.backend(engine)
+        if backend is None or not backend.ready:
+            detail = backend.detail if backend else "not part of this build"
+            raise EngineUnavailableError(f"engine {engine.value!r} is not available: {detail}")
+        if self._capable(resolved, engine) is None:
+            able = [n.value for n in EngineName if self._capable(resolved, n)]
+            raise InvalidOptionError(
+                f"engine {engine.value!r} cannot speak voice {resolved.voice_id!r}; "
+                f"engines that can: {', '.join(able) or 'none'}"
+            )
+
+    def _order(
+        self,
+        capable: list[EngineName],
+        quality: QualityTier | None,
+        strategy: SelectionStrategy | None,
+    ) -> list[EngineName]:
+        selection = self._selection
+        strategy = strategy or selection.selection_strategy
+        tier = quality or selection.default_quality
+        threshold = selection.auto_selection.quality_threshold
+        registry = self._registry
+        good = [
+            n
+            for n in capable
+            if n is not LAST_RESORT and registry.profile(n).quality_mos >= threshold
+        ]
+        weak = [n for n in capable if n is not LAST_RESORT and n not in good]
+        by_quality = sorted(good, key=lambda n: -registry.profile(n).quality_mos)
+        by_speed = sorted(good, key=registry.expected_ttfa_ms)
+        chain = list(selection.auto_selection.fallback_chain)
+        if strategy is SelectionStrategy.QUALITY_FIRST:
+            order = by_quality
+        elif strategy is SelectionStrategy.SPEED_FIRST:
+            order = by_speed
+        elif strategy is SelectionStrategy.MANUAL:
+            order = [selection.default_engine, *chain, *by_quality]
+        else:
+            budget = min(selection.auto_selection.ttft_threshold_ms, TIER_TTFA_BUDGET_MS[tier])
+            in_budget = [n for n in by_quality if registry.expected_ttfa_ms(n) <= budget]
+            if tier is QualityTier.FAST:
+                in_budget.sort(key=registry.expected_ttfa_ms)
+            primary = in_budget[:1] or by_speed[:1]
+            order = [*primary, *chain, *by_quality]
+        return [*order, *weak, LAST_RESORT]

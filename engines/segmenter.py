@@ -1,0 +1,198 @@
+"""Cut text into pieces that can be synthesized one after another.
+
+Streaming speech starts when the first piece is ready, so the first piece is short; later pieces
+grow so that each is synthesized while the audio before it plays. Cuts go at sentence ends
+first, then at clause marks, then between words (preferring the place before a function word).
+Nothing is ever cut inside a word, a number, an abbreviation, an e-mail address or a URL.
+
+Japanese and Chinese text is cut at 。！？ and 、 and, where a clause is too long, where a run of
+hiragana (usually a particle or an inflection) gives way to kanji or katakana.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Boundary(StrEnum):
+    """What follows a piece; it decides the pause inserted after it."""
+
+    SENTENCE = "sentence"
+    CLAUSE = "clause"
+    WORD = "word"
+    END = "end"
+
+
+@dataclass(frozen=True)
+class TextPiece:
+    text: str
+    boundary: Boundary
+    start: int
+    """Offset of the piece in the segmented text (characters)."""
+    end: int
+
+
+@dataclass(frozen=True)
+class SegmenterLimits:
+    """Piece sizes in characters. Piece ``i`` may be ``first_max_chars * growth**i`` long,
+    capped at ``max_chars``, so synthesis of the next piece keeps ahead of playback."""
+
+    first_max_chars: int
+    min_chars: int
+    max_chars: int
+    growth: float
+
+    def max_for(self, index: int) -> int:
+        return int(min(self.max_chars, self.first_max_chars * self.growth**index))
+
+
+LATIN_LIMITS = SegmenterLimits(first_max_chars=24, min_chars=8, max_chars=220, growth=2.5)
+CJK_LIMITS = SegmenterLimits(first_max_chars=10, min_chars=3, max_chars=80, growth=1.6)
+_CJK_LANGUAGES = frozenset({"ja", "zh", "cmn", "yue"})
+
+# union over the seed's languages; compared case-insensitively, without the final dot
+_ABBREVIATIONS = frozenset(
+    """mr mrs ms dr prof sr jr st vs etc e.g i.e inc ltd co corp no nr approx mt ave dept est
+    fig jan feb mar apr jun jul aug sep sept oct nov dec mon tue wed thu fri sat sun u.s u.k
+    a.m p.m ph.d sra srta dra ud uds mme mlle z.b bzw usw ca d.h u.a hr fr sig dott ecc p.ex
+    cf al vol ed eds gen col lt sgt capt rev""".split()
+)
+_FUNCTION_WORDS = frozenset(
+    """and but or so because that which who whom whose with to for of in on at from when while
+    if as than then after before until since although though where into about over y que de
+    en con para por pero porque cuando et pour avec mais dans sur quand und dass mit für aber
+    weil wenn oder e che di per con ma perché quando com mas porque quando""".split()
+)
+
+_URL = r"(?:https?://|www\.)[^\s]*[^\s.,;:!?)\]'\"”’]"
+_EMAIL = r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
+_NUMBER = r"\d+(?:[.,:/]\d+)+"
+_ABBREV_TOKEN = r"(?<![\w.])(?:[A-Za-zÀ-ÿ]{1,5}\.)+(?:[A-Za-zÀ-ÿ]{1,3}\.)*"
+_PROTECTED = re.compile("|".join((_URL, _EMAIL, _NUMBER)))
+_ABBREV = re.compile(_ABBREV_TOKEN + r"\s*")
+
+_LATIN_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]»]*(?=\s|$)")
+_CJK_SENTENCE_END = re.compile(r"[。．！？!?]+[」』）\"”’)]*")
+_CLAUSE_END = re.compile(r"(?:[,;:]|\s[—–-])(?=\s)|[、，；：]")
+_HIRAGANA = re.compile(r"[\u3041-\u309f]")
+
+
+def limits_for(language: str) -> SegmenterLimits:
+    primary = language.lower().replace("_", "-").split("-")[0]
+    return CJK_LIMITS if primary in _CJK_LANGUAGES else LATIN_LIMITS
+
+
+def _protected_mask(text: str) -> list[bool]:
+    mask = [False] * (len(text) + 1)
+    for match in _PROTECTED.finditer(text):
+        for i in range(match.start() + 1, match.end()):
+            mask[i] = True
+    for match in _ABBREV.finditer(text):
+        token = match.group().strip()
+        core = token.rstrip(".").lower()
+        is_initial = len(core) == 1 and core.isalpha() and token[0].isupper()
+        if core in _ABBREVIATIONS or is_initial or core.count(".") >= 1:
+            for i in range(match.start() + 1, match.end()):
+                mask[i] = True
+    return mask
+
+
+def _sentence_cuts(text: str, protected: list[bool]) -> list[int]:
+    cuts: set[int] = set()
+    for match in _LATIN_SENTENCE_END.finditer(text):
+        end = match.end()
+        if protected[match.start()] or protected[end]:
+            continue
+        following = text[end:].lstrip()[:1]
+        if match.group()[0] == "." and following.islower():
+            continue  # "approx. five", "... and then"
+        cuts.add(end)
+    for match in _CJK_SENTENCE_END.finditer(text):
+        if not protected[match.start()]:
+            cuts.add(match.end())
+    return sorted(c for c in cuts if 0 < c < len(text))
+
+
+def _clause_cuts(text: str, protected: list[bool]) -> set[int]:
+    return {m.end() for m in _CLAUSE_END.finditer(text) if not protected[m.start()]}
+
+
+def _word_cuts(text: str, protected: list[bool]) -> tuple[set[int], set[int]]:
+    """Places between words: those not right after a function word ("the | piano" sounds
+    broken), and among them the ones right before a function word (preferred)."""
+    plain: set[int] = set()
+    preferred: set[int] = set()
+    for match in re.finditer(r"\s+", text):
+        if protected[match.start()] or protected[match.end()]:
+            continue
+        next_word = re.match(r"[\w'’]+", text[match.end() :])
+        previous_word = re.search(r"[\w'’]+$", text[: match.start()])
+        if previous_word and previous_word.group().lower() in _FUNCTION_WORDS:
+            continue
+        plain.add(match.start())
+        if next_word and next_word.group().lower() in _FUNCTION_WORDS:
+            preferred.add(match.start())
+    for i in range(1, len(text)):
+        if _HIRAGANA.match(text[i - 1]) and not _HIRAGANA.match(text[i]) and text[i].isalpha():
+            plain.add(i)
+    return plain, preferred
+
+
+def _skip_spaces(text: str, i: int) -> int:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    return i
+
+
+def segment_text(text: str, language: str = "en") -> list[TextPiece]:
+    """Cut ``text`` (already normalized) into pieces; see the module doc for the rules."""
+    limits = limits_for(language)
+    protected = _protected_mask(text)
+    sentence_ends = [*_sentence_cuts(text, protected), len(text)]
+    clauses = _clause_cuts(text, protected)
+    words, preferred_words = _word_cuts(text, protected)
+
+    pieces: list[TextPiece] = []
+
+    def add(start: int, end: int, boundary: Boundary) -> None:
+        piece = text[start:end].strip()
+        if piece:
+            pieces.append(TextPiece(piece, boundary, start, end))
+
+    start = _skip_spaces(text, 0)
+    for sentence_end in sentence_ends:
+        while sentence_end - start > limits.max_for(len(pieces)):
+            lowest = start + limits.min_chars
+            highest = start + limits.max_for(len(pieces))
+            cut, boundary = _best_cut(lowest, highest, clauses, preferred_words, words)
+            if cut is None:
+                break  # one unbreakable run (a long URL, a long word): speak it whole
+            add(start, cut, boundary)
+            start = _skip_spaces(text, cut)
+        boundary = Boundary.END if sentence_end == len(text) else Boundary.SENTENCE
+        add(start, sentence_end, boundary)
+        start = _skip_spaces(text, sentence_end)
+    return pieces
+
+
+def _best_cut(
+    lowest: int, highest: int, clauses: set[int], preferred: set[int], words: set[int]
+) -> tuple[int | None, Boundary]:
+    for candidates, boundary in (
+        (clauses, Boundary.CLAUSE),
+        (preferred, Boundary.WORD),
+        (words, Boundary.WORD),
+    ):
+        inside = [c for c in candidates if lowest <= c <= highest]
+        if inside:
+            return max(inside), boundary
+    return None, Boundary.WORD
+
+
+def split_sentences(text: str, language: str = "en") -> list[str]:
+    """Whole sentences only (no short first piece): for engines used on their own."""
+    protected = _protected_mask(text)
+    cuts = [0, *_sentence_cuts(text, protected), len(text)]
+    return [s for a, b in zip(cuts, cuts[1:], strict=False) if (s := text[a:b].strip())]

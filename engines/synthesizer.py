@@ -1,0 +1,340 @@
+"""Text in, streamed speech out: the pipeline every front end (CLI, API, agent) uses.
+
+``SpeechSynthesizer.synthesize(request)`` validates the request at once (so a caller can answer
+with a 4xx before any audio), then returns an ``Utterance``: an async iterator of ``AudioChunk``
+at the requested rate. Behind it the text is cut into pieces (short first), each piece is
+synthesized by the first engine of the router's plan, trimmed, faded and spaced by the pause its
+boundary calls for, resampled and handed over while the next piece is synthesized.
+
+When an engine fails, the next one in the plan takes over at the piece that failed; no piece is
+spoken twice and none is lost. The utterance's result names every engine that spoke.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import numpy as np
+from livekit.agents import APIError, tts
+
+from .audio import (
+    LIVEKIT_SAMPLE_RATE,
+    SUPPORTED_OUTPUT_RATES,
+    AudioChunk,
+    FloatAudio,
+    JoinPolicy,
+    float_to_pcm16,
+    pause,
+    pcm16_to_float,
+    resample,
+    shape_piece,
+)
+from .backend import EngineBackend
+from .config import ServiceConfig
+from .errors import EngineError, EngineUnavailableError, InvalidOptionError, UnknownEngineError
+from .names import EngineName, QualityTier, SelectionStrategy
+from .registry import EngineRegistry
+from .router import Candidate, EngineRouter, ResolvedVoice
+from .segmenter import Boundary, TextPiece, segment_text
+from .text_normalizer import prepare_text
+from .voices import VoiceCatalog
+
+logger = logging.getLogger(__name__)
+
+LOOKAHEAD_PIECES = 2
+"""Pieces synthesized ahead of the consumer; a slow reader holds synthesis back."""
+SPEED_RANGE = (0.5, 2.0)
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    text: str
+    voice_id: str | None = None
+    language: str | None = None
+    engine: str | None = None
+    quality: str | None = None
+    strategy: str | None = None
+    speed: float = 1.0
+    sample_rate: int = LIVEKIT_SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    text: str
+    voice: ResolvedVoice
+    plan: list[Candidate]
+    pieces: list[TextPiece]
+    speed: float
+    sample_rate: int
+
+
+@dataclass
+class UtteranceResult:
+    voice_id: str
+    language: str
+    engines: list[str] = field(default_factory=list)
+    """Every engine that spoke, in order; more than one after a mid-utterance fallback."""
+    fallbacks: list[dict[str, str]] = field(default_factory=list)
+    ttfa_ms: float | None = None
+    audio_duration_s: float = 0.0
+    characters: int = 0
+    pieces: int = 0
+    synthesis_s: float = 0.0
+
+    @property
+    def engine(self) -> str | None:
+        return self.engines[0] if self.engines else None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "engine": self.engine,
+            "engines": self.engines,
+            "voice_id": self.voice_id,
+            "language": self.language,
+            "ttfa_ms": None if self.ttfa_ms is None else round(self.ttfa_ms, 1),
+            "audio_duration_s": round(self.audio_duration_s, 3),
+            "characters": self.characters,
+            "pieces": self.pieces,
+            "fallbacks": self.fallbacks,
+        }
+
+
+_E = TypeVar("_E", EngineName, QualityTier, SelectionStrategy)
+
+
+def _parse_enum(kind: type[_E], value: str | None, key: str) -> _E | None:
+    if value is None or value == "":
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = [member.value for member in kind]
+        if kind is EngineName:
+            raise UnknownEngineError(value, allowed) from None
+        raise InvalidOptionError(f"{key} {value!r} is not one of {', '.join(allowed)}") from None
+
+
+class SpeechSynthesizer:
+    """The engines, the voice library and the router of one process (see module doc)."""
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        catalog: VoiceCatalog,
+        backends: Iterable[EngineBackend],
+        *,
+        join_policy: JoinPolicy | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.registry = EngineRegistry(backends, catalog, config.engines.health, clock)
+        self.router = EngineRouter(config.engines, catalog, self.registry)
+        self.join_policy = join_policy or JoinPolicy()
+        self.active_utterances = 0
+
+    async def start(self, *, warm_up: bool = True) -> None:
+        await self.registry.start(warm_up=warm_up)
+
+    async def aclose(self) -> None:
+        await self.registry.aclose()
+
+    def prepare(self, request: SynthesisRequest) -> PreparedRequest:
+        """Validate ``request`` and plan it; raises a ``RequestError`` or 503 error at once."""
+        engine = _parse_enum(EngineName, request.engine, "engine")
+        quality = _parse_enum(QualityTier, request.quality, "quality")
+        strategy = _parse_enum(SelectionStrategy, request.strategy, "strategy")
+        low, high = SPEED_RANGE
+        if not low <= request.speed <= high:
+            raise InvalidOptionError(f"speed {request.speed} is outside {low}..{high}")
+        if request.sample_rate not in SUPPORTED_OUTPUT_RATES:
+            raise InvalidOptionError(
+                f"sample_rate {request.sample_rate} is not one of "
+                f"{', '.join(map(str, SUPPORTED_OUTPUT_RATES))}"
+            )
+        text = prepare_text(request.text, max_chars=self.config.limits.max_text_chars)
+        voice = self.router.resolve_voice(request.voice_id, request.language)
+        plan = self.router.plan(voice, engine=engine, quality=quality, strategy=strategy)
+        pieces = [p for p in segment_text(text, voice.language) if any(c.isalnum() for c in p.text)]
+        return PreparedRequest(text, voice, plan, pieces, request.speed, request.sample_rate)
+
+    def synthesize(self, request: SynthesisRequest) -> Utterance:
+        return Utterance(self, self.prepare(request))
+
+
+class Utterance:
+    """One request being spoken: iterate for audio, then read ``result``."""
+
+    def __init__(self, synthesizer: SpeechSynthesizer, prepared: PreparedRequest) -> None:
+        self._synthesizer = synthesizer
+        self._prepared = prepared
+        self.result = UtteranceResult(
+            voice_id=prepared.voice.voice_id,
+            language=prepared.voice.language,
+            characters=len(prepared.text),
+        )
+        self._started = time.perf_counter()
+        self._queue: asyncio.Queue[AudioChunk | BaseException | None] = asyncio.Queue(
+            LOOKAHEAD_PIECES
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._finished = False
+
+    @property
+    def prepared(self) -> PreparedRequest:
+        return self._prepared
+
+    def __aiter__(self) -> AsyncIterator[AudioChunk]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[AudioChunk]:
+        if self._task is None:
+            self._synthesizer.active_utterances += 1
+            self._task = asyncio.create_task(self._produce(), name="utterance")
+        try:
+            while True:
+                item = await self._queue.get()
+                if item is None:
+                    self._finished = True
+                    return
+                if isinstance(item, BaseException):
+                    self._finished = True
+                    raise item
+                yield item
+        finally:
+            await self.aclose()
+
+    async def collect(self) -> AudioChunk:
+        """All the audio at once (for files and batch replies)."""
+        chunks = [chunk.pcm async for chunk in self]
+        pcm = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+        return AudioChunk(pcm, self._prepared.sample_rate)
+
+    async def aclose(self) -> None:
+        """Stop synthesis (the current piece's thread stops at its next step)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._synthesizer.active_utterances -= 1
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def __aenter__(self) -> Utterance:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _produce(self) -> None:
+        try:
+            await self._speak_pieces()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            await self._queue.put(exc)
+        else:
+            await self._queue.put(None)
+
+    async def _speak_pieces(self) -> None:
+        prepared = self._prepared
+        synthesizer = self._synthesizer
+        registry = synthesizer.registry
+        policy = synthesizer.join_policy
+        plan = list(prepared.plan)
+        voices: dict[EngineName, tts.TTS[Any]] = {}
+        after: Boundary | None = None
+        for piece in prepared.pieces:
+            while True:
+                if not plan:
+                    raise EngineUnavailableError(
+                        "every engine failed for this utterance: "
+                        + "; ".join(f"{f['engine']}: {f['error']}" for f in self.result.fallbacks)
+                    )
+                candidate = plan[0]
+                piece_started = time.perf_counter()
+                try:
+                    voice = voices.get(candidate.engine)
+                    if voice is None:
+                        voice = candidate.backend.create_tts(
+                            candidate.binding, speed=prepared.speed
+                        )
+                        voices[candidate.engine] = voice
+                    audio = await _render_piece(voice, piece.text)
+                except (APIError, EngineError) as exc:
+                    registry.record_failure(candidate.engine, exc)
+                    self.result.fallbacks.append(
+                        {
+                            "engine": candidate.engine.value,
+                            "error": str(exc),
+                            "piece": str(self.result.pieces),
+                        }
+                    )
+                    plan.pop(0)
+                    continue
+                break
+            if candidate.engine.value not in self.result.engines:
+                self.result.engines.append(candidate.engine.value)
+            shaped = shape_piece(audio, voice.sample_rate, policy)
+            if shaped.size == 0:
+                continue
+            joined = np.concatenate([pause(after, voice.sample_rate, policy), shaped])
+            out = resample(joined, voice.sample_rate, prepared.sample_rate)
+            chunk = AudioChunk(float_to_pcm16(out), prepared.sample_rate)
+            first = self.result.ttfa_ms is None
+            if first:
+                self.result.ttfa_ms = (time.perf_counter() - self._started) * 1000
+            registry.record_success(
+                candidate.engine, (time.perf_counter() - piece_started) * 1000 if first else None
+            )
+            self.result.pieces += 1
+            self.result.audio_duration_s += chunk.duration_s
+            self.result.synthesis_s = time.perf_counter() - self._started
+            await self._queue.put(chunk)
+            after = piece.boundary
+        if self.result.ttfa_ms is None:
+            raise EngineError(self.result.engine or "none", "no audio was produced")
+
+
+async def _render_piece(voice: tts.TTS[Any], text: str) -> FloatAudio:
+    frames = [event.frame async for event in voice.synthesize(text)]
+    if not frames:
+        return np.zeros(0, dtype=np.float32)
+    pcm = np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in frames])
+    return pcm16_to_float(pcm)
+
+
+def build_backends(config: ServiceConfig, *, deterministic: bool = False) -> list[EngineBackend]:
+    """The engines this build ships, configured (not yet loaded)."""
+    from .espeak_engine import EspeakBackend
+    from .kokoro_engine import KokoroBackend
+    from .piper_engine import PiperBackend
+
+    cache_dir = config.models_dir / ".cache"
+    backends: list[EngineBackend] = [
+        PiperBackend(config.models_dir, config.engines.piper, deterministic=deterministic),
+        KokoroBackend(cache_dir, config.engines.kokoro),
+        EspeakBackend(),
+    ]
+    return [b for b in backends if b.name not in config.disabled_engines]
+
+
+def create_synthesizer(
+    config: ServiceConfig, *, deterministic: bool = False, voices_file: Path | None = None
+) -> SpeechSynthesizer:
+    catalog = VoiceCatalog.load(voices_file or config.voices_file)
+    return SpeechSynthesizer(config, catalog, build_backends(config, deterministic=deterministic))

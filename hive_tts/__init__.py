@@ -1,0 +1,1 @@
+"""HIVE TTS: streaming multi-engine text-to-speech for LiveKit."""

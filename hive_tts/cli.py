@@ -1,0 +1,151 @@
+"""``hive-tts``: speak text to a file, list voices (and, later, serve the API and the agent).
+
+The environment is read here and only here: ``HIVE_TTS_CONFIG`` names the configuration file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from engines.audio import LIVEKIT_SAMPLE_RATE, wav_bytes
+from engines.config import ServiceConfig, load_config
+from engines.errors import HiveTTSError
+from engines.names import EngineName, QualityTier, SelectionStrategy
+from engines.synthesizer import SpeechSynthesizer, SynthesisRequest, create_synthesizer
+from engines.voice_listing import voice_listing
+
+from .paths import DEFAULT_CONFIG
+
+CONFIG_ENV = "HIVE_TTS_CONFIG"
+EXIT_USAGE = 2
+
+
+def _config_path(given: str | None) -> Path | None:
+    if given:
+        return Path(given)
+    from_env = os.environ.get(CONFIG_ENV)
+    if from_env:
+        return Path(from_env)
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hive-tts", description=__doc__)
+    parser.add_argument(
+        "--config", help=f"configuration file (default: ${CONFIG_ENV} or {DEFAULT_CONFIG})"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log engine activity")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    say = commands.add_parser("say", help="speak text into a WAV file")
+    say.add_argument("text", help="the text to speak ('-' reads standard input)")
+    say.add_argument("--voice", help="voice id, e.g. en-us-male-premium (see `hive-tts voices`)")
+    say.add_argument("--language", help="language code, e.g. en, ja, pt-BR")
+    say.add_argument("--engine", choices=[e.value for e in EngineName])
+    say.add_argument("--quality", choices=[q.value for q in QualityTier])
+    say.add_argument("--strategy", choices=[s.value for s in SelectionStrategy])
+    say.add_argument("--speed", type=float, default=1.0, help="0.5 .. 2.0")
+    say.add_argument("--sample-rate", type=int, default=LIVEKIT_SAMPLE_RATE, help="Hz")
+    say.add_argument("-o", "--output", default="hive-tts.wav", help="WAV file ('-' for stdout)")
+
+    voices = commands.add_parser("voices", help="list voices with their engines")
+    voices.add_argument("--language", help="only voices of this language")
+    voices.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+async def _with_synthesizer(config: ServiceConfig, warm_up: bool) -> SpeechSynthesizer:
+    synthesizer = create_synthesizer(config)
+    await synthesizer.start(warm_up=warm_up)
+    return synthesizer
+
+
+async def _say(config: ServiceConfig, args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if args.text == "-" else args.text
+    synthesizer = await _with_synthesizer(config, warm_up=False)
+    try:
+        started = time.perf_counter()
+        utterance = synthesizer.synthesize(
+            SynthesisRequest(
+                text=text,
+                voice_id=args.voice,
+                language=args.language,
+                engine=args.engine,
+                quality=args.quality,
+                strategy=args.strategy,
+                speed=args.speed,
+                sample_rate=args.sample_rate,
+            )
+        )
+        audio = await utterance.collect()
+        total_ms = (time.perf_counter() - started) * 1000
+    finally:
+        await synthesizer.aclose()
+    data = wav_bytes(audio.pcm, audio.sample_rate)
+    if args.output == "-":
+        sys.stdout.buffer.write(data)
+    else:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_bytes(data)
+    result = utterance.result
+    spoke = " then ".join(result.engines)
+    print(
+        f"spoke with {spoke} (voice {result.voice_id}); time to first audio "
+        f"{result.ttfa_ms:.1f} ms; {result.audio_duration_s:.2f} s of audio at "
+        f"{audio.sample_rate} Hz in {total_ms:.0f} ms"
+        + (f"; fallbacks: {result.fallbacks}" if result.fallbacks else "")
+        + ("" if args.output == "-" else f"; wrote {args.output}"),
+        file=sys.stderr if args.output == "-" else sys.stdout,
+    )
+    return 0
+
+
+async def _voices(config: ServiceConfig, args: argparse.Namespace) -> int:
+    synthesizer = await _with_synthesizer(config, warm_up=False)
+    try:
+        listing = voice_listing(synthesizer, args.language)
+    finally:
+        await synthesizer.aclose()
+    if args.json:
+        print(json.dumps(listing, ensure_ascii=False, indent=2))
+        return 0
+    for voice in listing["voices"]:
+        engines = ", ".join(
+            f"{e['engine']}{'' if e['available'] else ' (unavailable)'}" for e in voice["engines"]
+        )
+        ready = "ready" if voice["available"] else "NOT AVAILABLE"
+        print(f"{voice['id']:24} {voice['name']:8} {voice['locale']:6} {ready:14} {engines}")
+    print()
+    for engine in listing["engines"]:
+        print(f"{engine['engine']:10} {engine['state']:14} {engine['detail']}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = load_config(_config_path(args.config))
+        command = _say if args.command == "say" else _voices
+        return asyncio.run(command(config, args))
+    except HiveTTSError as exc:
+        print(f"hive-tts: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:  # output piped into `head` and closed early
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Fakes for what a test must control: an engine that fails when told to.
+
+``FlakyBackend`` wraps a real, loaded engine and raises inside its synthesis (in the worker
+thread, as a real model failure would) on the calls listed in ``fail_on``. Everything else is
+the real engine.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from livekit.agents import tts
+
+from engines.audio import FloatAudio
+from engines.backend import EngineBackend
+from engines.local_tts import LocalTTS
+from engines.names import EngineName
+from engines.voices import Binding
+
+
+class InjectedFailure(RuntimeError):
+    pass
+
+
+class FlakyBackend(EngineBackend):
+    def __init__(self, inner: EngineBackend, fail_on: set[int] | None = None) -> None:
+        super().__init__()
+        self.inner = inner
+        self.name: EngineName = inner.name  # type: ignore[misc]
+        self.profile = inner.profile  # type: ignore[misc]
+        self.fail_on = set(fail_on or set())
+        self.fail_always = False
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def _load(self) -> None:
+        if not self.inner.ready:
+            self.inner.load()
+
+    def warm_up(self) -> None:
+        self.inner.warm_up()
+
+    def close(self) -> None:
+        """The wrapped engine belongs to the shared test synthesizer, which closes it."""
+
+    def languages(self) -> frozenset[str]:
+        return self.inner.languages()
+
+    def can_render(self, binding: Binding) -> bool:
+        return self.inner.can_render(binding)
+
+    def binding_for_language(self, language: str) -> Binding | None:
+        return self.inner.binding_for_language(language)
+
+    def create_tts(self, binding: Binding, *, speed: float) -> tts.TTS[Any]:
+        inner = self.inner.create_tts(binding, speed=speed)
+        assert isinstance(inner, LocalTTS)
+        return FlakyTTS(self, inner)
+
+    def next_call_fails(self) -> bool:
+        with self._lock:
+            index = self.calls
+            self.calls += 1
+        return self.fail_always or index in self.fail_on
+
+
+class FlakyTTS(LocalTTS):
+    def __init__(self, backend: FlakyBackend, inner: LocalTTS) -> None:
+        super().__init__(
+            engine=inner.engine,
+            sample_rate=inner.sample_rate,
+            executor=inner._executor,
+            language=inner._language,
+        )
+        self._backend = backend
+        self._inner = inner
+
+    def _render(self, text: str, stop: threading.Event) -> Iterator[FloatAudio]:
+        if self._backend.next_call_fails():
+            raise InjectedFailure(f"injected failure while saying {text!r}")
+        yield from self._inner._render(text, stop)
