@@ -109,8 +109,12 @@ class EngineRegistry:
     def _start_probe(self, name: EngineName) -> None:
         if name in self._probes and not self._probes[name].done():
             return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no event loop (a synchronous caller): the next async caller probes
         self._health[name].start_probe()
-        self._probes[name] = asyncio.create_task(self._probe(name), name=f"probe-{name}")
+        self._probes[name] = loop.create_task(self._probe(name), name=f"probe-{name}")
 
     async def _probe(self, name: EngineName) -> None:
         backend = self._backends[name]

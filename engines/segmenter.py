@@ -3,7 +3,9 @@
 Streaming speech starts when the first piece is ready, so the first piece is short; later pieces
 grow so that each is synthesized while the audio before it plays. Cuts go at sentence ends
 first, then at clause marks, then between words (preferring the place before a function word).
-Nothing is ever cut inside a word, a number, an abbreviation, an e-mail address or a URL.
+Nothing is ever cut inside a word, a number, an abbreviation, an e-mail address or a URL, and
+a cut between words never leaves a tiny remainder ("... command | line.") that would be spoken
+as a sentence of its own.
 
 Japanese and Chinese text is cut at 。！？ and 、 and, where a clause is too long, where a run of
 hiragana (usually a particle or an inflection) gives way to kanji or katakana.
@@ -63,7 +65,9 @@ _FUNCTION_WORDS = frozenset(
     """and but or so because that which who whom whose with to for of in on at from when while
     if as than then after before until since although though where into about over y que de
     en con para por pero porque cuando et pour avec mais dans sur quand und dass mit für aber
-    weil wenn oder e che di per con ma perché quando com mas porque quando""".split()
+    weil wenn oder e che di per con ma perché quando com mas porque quando the a an my your
+    his her its our their this these those el la los las un una le les une der die das ein
+    eine il lo gli o os um uma""".split()
 )
 
 _URL = r"(?:https?://|www\.)[^\s]*[^\s.,;:!?)\]'\"”’]"
@@ -166,7 +170,12 @@ def segment_text(text: str, language: str = "en") -> list[TextPiece]:
         while sentence_end - start > limits.max_for(len(pieces)):
             lowest = start + limits.min_chars
             highest = start + limits.max_for(len(pieces))
-            cut, boundary = _best_cut(lowest, highest, clauses, preferred_words, words)
+            remainder_start = sentence_end - limits.min_chars
+            cut, boundary = _best_cut(
+                lowest, highest, clauses,
+                {c for c in preferred_words if c <= remainder_start},
+                {c for c in words if c <= remainder_start},
+            )
             if cut is None:
                 break  # one unbreakable run (a long URL, a long word): speak it whole
             add(start, cut, boundary)

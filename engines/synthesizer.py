@@ -274,7 +274,7 @@ class Utterance:
                             candidate.binding, speed=prepared.speed
                         )
                         voices[candidate.engine] = voice
-                    audio = await _render_piece(voice, piece.text)
+                    audio = await _render_piece(voice, _spoken_text(piece))
                 except (APIError, EngineError) as exc:
                     registry.record_failure(candidate.engine, exc)
                     self.result.fallbacks.append(
@@ -310,8 +310,20 @@ class Utterance:
             raise EngineError(self.result.engine or "none", "no audio was produced")
 
 
+CONTINUATION_MARK = ","
+"""Appended to a piece cut between words, so the engine gives it the rising, unfinished
+intonation of a clause instead of the falling one of a sentence end."""
+
+
+def _spoken_text(piece: TextPiece) -> str:
+    if piece.boundary is Boundary.WORD and piece.text[-1:].isalnum():
+        return piece.text + CONTINUATION_MARK
+    return piece.text
+
+
 async def _render_piece(voice: tts.TTS[Any], text: str) -> FloatAudio:
-    frames = [event.frame async for event in voice.synthesize(text)]
+    async with voice.synthesize(text) as stream:  # closed (thread told to stop) on cancel
+        frames = [event.frame async for event in stream]
     if not frames:
         return np.zeros(0, dtype=np.float32)
     pcm = np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in frames])

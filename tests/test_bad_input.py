@@ -6,6 +6,8 @@ import asyncio
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engines.errors import (
     EmptyTextError,
@@ -129,3 +131,43 @@ async def test_concurrent_sessions_each_get_their_own_words(
         # each session's audio is its own text and nobody else's
         assert errors[index] <= MAX_SESSION_WER, (text, heard[index])
         assert errors[index] == min(errors), (text, heard)
+
+
+_optional_names = st.one_of(
+    st.none(),
+    st.text(max_size=12),
+    st.sampled_from(
+        ["piper", "kokoro", "espeak-ng", "xtts", "en", "ja", "en-us-male-premium", "fast", "auto"]
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(max_size=300),
+    voice_id=_optional_names,
+    language=_optional_names,
+    engine=_optional_names,
+    quality=_optional_names,
+    speed=st.floats(allow_nan=True, allow_infinity=True),
+    sample_rate=st.integers(min_value=-1, max_value=200_000),
+)
+def test_any_request_is_planned_or_refused_with_a_typed_error(
+    synthesizer: SpeechSynthesizer,
+    text: str,
+    voice_id: str | None,
+    language: str | None,
+    engine: str | None,
+    quality: str | None,
+    speed: float,
+    sample_rate: int,
+) -> None:
+    request = SynthesisRequest(text, voice_id, language, engine, quality, None, speed, sample_rate)
+    try:
+        prepared = synthesizer.prepare(request)
+    except HiveTTSError as exc:
+        assert exc.message and exc.code
+        assert 400 <= exc.http_status < 600
+    else:
+        assert prepared.plan and prepared.pieces
+        assert all(piece.text for piece in prepared.pieces)
