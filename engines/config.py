@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .names import EngineName, QualityTier, SelectionStrategy
-from .validation import ConfigError, describe
+from .validation import ConfigError, describe, require_mapping
 
 
 class _Section(BaseModel):
@@ -80,13 +80,14 @@ def load_config(path: Path | None) -> ServiceConfig:
     if path is None:
         return ServiceConfig()
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the configuration: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    document = require_mapping(raw, path, "keys such as engines, limits, models_dir")
     try:
-        config = ServiceConfig.model_validate(raw)
+        config = ServiceConfig.model_validate(document)
     except ValidationError as exc:
         raise ConfigError(describe(exc, path)) from exc
     base = path.parent

@@ -51,16 +51,20 @@ class SegmenterLimits:
 
 
 LATIN_LIMITS = SegmenterLimits(first_max_chars=24, min_chars=8, max_chars=220, growth=2.5)
-CJK_LIMITS = SegmenterLimits(first_max_chars=10, min_chars=3, max_chars=80, growth=1.6)
+# Kokoro's cost per piece is mostly fixed here, so very short Japanese pieces buy little
+CJK_LIMITS = SegmenterLimits(first_max_chars=16, min_chars=4, max_chars=80, growth=1.6)
 _CJK_LANGUAGES = frozenset({"ja", "zh", "cmn", "yue"})
 
 # union over the seed's languages; compared case-insensitively, without the final dot
 _ABBREVIATIONS = frozenset(
-    """mr mrs ms dr prof sr jr st vs etc e.g i.e inc ltd co corp no nr approx mt ave dept est
-    fig jan feb mar apr jun jul aug sep sept oct nov dec mon tue wed thu fri sat sun u.s u.k
-    a.m p.m ph.d sra srta dra ud uds mme mlle z.b bzw usw ca d.h u.a hr fr sig dott ecc p.ex
-    cf al vol ed eds gen col lt sgt capt rev""".split()
+    """mr mrs ms dr prof sr jr st vs etc e.g i.e inc ltd corp approx mt ave dept fig jan feb
+    apr jun jul aug sep sept oct nov dec u.s u.k a.m p.m ph.d sra srta dra ud uds mme mlle z.b
+    bzw usw ca d.h u.a hr fr sig dott ecc p.ex cf vol gen col lt sgt capt rev""".split()
 )
+# abbreviations only before a number ("No. 5"); elsewhere the ordinary word ("I said no.")
+_NUMERAL_ABBREVIATIONS = frozenset({"no", "nr", "nos", "pp", "p"})
+# single letters that are words, not initials ("So do I. Then ...")
+_ONE_LETTER_WORDS = frozenset({"i", "a", "o", "y", "e"})
 _FUNCTION_WORDS = frozenset(
     """and but or so because that which who whom whose with to for of in on at from when while
     if as than then after before until since although though where into about over y que de
@@ -71,16 +75,20 @@ _FUNCTION_WORDS = frozenset(
 )
 
 _URL = r"(?:https?://|www\.)[^\s]*[^\s.,;:!?)\]'\"”’]"
-_EMAIL = r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
-_NUMBER = r"\d+(?:[.,:/]\d+)+"
+# the look-behinds make each pattern start only at the beginning of a run: linear time
+_EMAIL = r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
+_NUMBER = r"(?<!\d)\d+(?:[.,:/]\d+)+"
 _ABBREV_TOKEN = r"(?<![\w.])(?:[A-Za-zÀ-ÿ]{1,5}\.)+(?:[A-Za-zÀ-ÿ]{1,3}\.)*"
 _PROTECTED = re.compile("|".join((_URL, _EMAIL, _NUMBER)))
 _ABBREV = re.compile(_ABBREV_TOKEN + r"\s*")
 
 _LATIN_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]»]*(?=\s|$)")
-_CJK_SENTENCE_END = re.compile(r"[。．！？!?]+[」』）\"”’)]*")
+_CJK_SENTENCE_END = re.compile(
+    r"(?:[。．！？]+|[!?]+(?=[\u3040-\u30ff\u4e00-\u9fff]))[」』）\"”’)]*"
+)
 _CLAUSE_END = re.compile(r"(?:[,;:]|\s[—–-])(?=\s)|[、，；：]")
 _HIRAGANA = re.compile(r"[\u3041-\u309f]")
+_WORD = re.compile(r"[\w'’]+")
 
 
 def limits_for(language: str) -> SegmenterLimits:
@@ -96,8 +104,19 @@ def _protected_mask(text: str) -> list[bool]:
     for match in _ABBREV.finditer(text):
         token = match.group().strip()
         core = token.rstrip(".").lower()
-        is_initial = len(core) == 1 and core.isalpha() and token[0].isupper()
-        if core in _ABBREVIATIONS or is_initial or core.count(".") >= 1:
+        is_initial = (
+            len(core) == 1
+            and core.isalpha()
+            and token[0].isupper()
+            and core not in _ONE_LETTER_WORDS
+        )
+        before_number = text[match.end() : match.end() + 1].isdigit()
+        if (
+            core in _ABBREVIATIONS
+            or is_initial
+            or core.count(".") >= 1
+            or (core in _NUMERAL_ABBREVIATIONS and before_number)
+        ):
             for i in range(match.start() + 1, match.end()):
                 mask[i] = True
     return mask
@@ -128,15 +147,16 @@ def _word_cuts(text: str, protected: list[bool]) -> tuple[set[int], set[int]]:
     broken), and among them the ones right before a function word (preferred)."""
     plain: set[int] = set()
     preferred: set[int] = set()
+    word_at = {m.start(): m.group().lower() for m in _WORD.finditer(text)}
+    word_ending_at = {m.end(): m.group().lower() for m in _WORD.finditer(text)}
     for match in re.finditer(r"\s+", text):
         if protected[match.start()] or protected[match.end()]:
             continue
-        next_word = re.match(r"[\w'’]+", text[match.end() :])
-        previous_word = re.search(r"[\w'’]+$", text[: match.start()])
-        if previous_word and previous_word.group().lower() in _FUNCTION_WORDS:
+        after_protected = match.start() > 0 and protected[match.start() - 1]
+        if not after_protected and word_ending_at.get(match.start()) in _FUNCTION_WORDS:
             continue
         plain.add(match.start())
-        if next_word and next_word.group().lower() in _FUNCTION_WORDS:
+        if word_at.get(match.end()) in _FUNCTION_WORDS:
             preferred.add(match.start())
     for i in range(1, len(text)):
         if _HIRAGANA.match(text[i - 1]) and not _HIRAGANA.match(text[i]) and text[i].isalpha():
@@ -171,13 +191,21 @@ def segment_text(text: str, language: str = "en") -> list[TextPiece]:
             lowest = start + limits.min_chars
             highest = start + limits.max_for(len(pieces))
             remainder_start = sentence_end - limits.min_chars
+            allowed_words = {c for c in words if c <= remainder_start}
             cut, boundary = _best_cut(
-                lowest, highest, clauses,
+                lowest,
+                highest,
+                clauses,
                 {c for c in preferred_words if c <= remainder_start},
-                {c for c in words if c <= remainder_start},
+                allowed_words,
             )
             if cut is None:
-                break  # one unbreakable run (a long URL, a long word): speak it whole
+                # a long word, URL or number fills the window: cut right after it
+                later = [c for c in clauses | allowed_words if highest < c < sentence_end]
+                if not later:
+                    break
+                cut = min(later)
+                boundary = Boundary.CLAUSE if cut in clauses else Boundary.WORD
             add(start, cut, boundary)
             start = _skip_spaces(text, cut)
         boundary = Boundary.END if sentence_end == len(text) else Boundary.SENTENCE

@@ -310,13 +310,16 @@ class Utterance:
             raise EngineError(self.result.engine or "none", "no audio was produced")
 
 
+CJK_FIRST_CODE_POINT = 0x2E80
 CONTINUATION_MARK = ","
 """Appended to a piece cut between words, so the engine gives it the rising, unfinished
-intonation of a clause instead of the falling one of a sentence end."""
+intonation of a clause instead of the falling one of a sentence end. Not for Japanese or
+Chinese, where the pause it adds breaks the phrase."""
 
 
 def _spoken_text(piece: TextPiece) -> str:
-    if piece.boundary is Boundary.WORD and piece.text[-1:].isalnum():
+    last = piece.text[-1:]
+    if piece.boundary is Boundary.WORD and last.isalnum() and ord(last) < CJK_FIRST_CODE_POINT:
         return piece.text + CONTINUATION_MARK
     return piece.text
 

@@ -1,7 +1,7 @@
 """The one place where input text is rewritten before synthesis.
 
-Rules, in order: Unicode NFC; control and format characters (C0/C1 controls, zero-width and
-bidi marks) removed, line breaks and tabs turned into spaces; runs of whitespace collapsed.
+Rules, in order: control and format characters (C0/C1 controls, zero-width and bidi marks)
+removed, line breaks and tabs turned into spaces; runs of whitespace collapsed; Unicode NFC.
 Letters, digits and punctuation are never changed.
 """
 
@@ -18,7 +18,6 @@ _SPACES = re.compile(r"\s+")
 
 def normalize_text(text: str) -> str:
     """Return ``text`` with controls removed and whitespace collapsed (see module doc)."""
-    text = unicodedata.normalize("NFC", text)
     kept: list[str] = []
     for char in text:
         if char in _WHITESPACE_CONTROLS:
@@ -27,7 +26,8 @@ def normalize_text(text: str) -> str:
             continue
         else:
             kept.append(char)
-    return _SPACES.sub(" ", "".join(kept)).strip()
+    # composed after the removal, so a mark between a letter and its accent does not block it
+    return unicodedata.normalize("NFC", _SPACES.sub(" ", "".join(kept)).strip())
 
 
 def prepare_text(text: str, *, max_chars: int) -> str:

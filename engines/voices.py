@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UnknownVoiceError
 from .names import EngineName, QualityTier, primary_language
-from .validation import ConfigError, describe
+from .validation import ConfigError, describe, require_mapping
 
 
 class _Binding(BaseModel):
@@ -82,6 +82,21 @@ class Voice(BaseModel):
     clone_capable: bool = False
     engines: VoiceBindings
 
+    @field_validator("engines")
+    @classmethod
+    def _has_an_engine(cls, engines: VoiceBindings) -> VoiceBindings:
+        if not engines.engines():
+            raise ValueError("a voice needs at least one engine binding")
+        return engines
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Voice:
+        if self.locale.split("-")[0] != self.language:
+            raise ValueError(f"locale {self.locale!r} is not of language {self.language!r}")
+        if not self.id.startswith(f"{self.language}-"):
+            raise ValueError(f"id {self.id!r} must start with its language {self.language!r}-")
+        return self
+
 
 class _VoiceFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -104,8 +119,9 @@ class VoiceCatalog:
             raise ConfigError(f"{path}: cannot read the voice library: {exc}") from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        mapping = require_mapping(raw, path, "default_voice and a list of voices")
         try:
-            document = _VoiceFile.model_validate(raw)
+            document = _VoiceFile.model_validate(mapping)
         except ValidationError as exc:
             raise ConfigError(describe(exc, path)) from exc
         voices: list[Voice] = []
@@ -120,10 +136,16 @@ class VoiceCatalog:
             if voice.id in seen:
                 raise ConfigError(f"{path}: voice {voice.id!r}: key 'id': used twice")
             seen.add(voice.id)
+        by_id = {voice.id: voice for voice in voices}
         for language, voice_id in document.default_voice.items():
-            if voice_id not in seen:
+            if voice_id not in by_id:
                 raise ConfigError(
                     f"{path}: key 'default_voice.{language}': unknown voice {voice_id!r}"
+                )
+            if by_id[voice_id].language != language:
+                raise ConfigError(
+                    f"{path}: key 'default_voice.{language}': voice {voice_id!r} speaks "
+                    f"{by_id[voice_id].language!r}, not {language!r}"
                 )
         return cls(voices, document.default_voice)
 
