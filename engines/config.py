@@ -16,11 +16,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .names import EngineName, QualityTier, SelectionStrategy
-from .validation import ConfigError, describe, require_mapping
+from .validation import ConfigError, describe, read_yaml_mapping
 
 
 class _Section(BaseModel):
@@ -79,13 +78,7 @@ def load_config(path: Path | None) -> ServiceConfig:
     """Read ``path`` (or return the defaults when it is None)."""
     if path is None:
         return ServiceConfig()
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the configuration: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    document = require_mapping(raw, path, "keys such as engines, limits, models_dir")
+    document = read_yaml_mapping(path, "configuration", "keys such as engines, limits, models_dir")
     try:
         config = ServiceConfig.model_validate(document)
     except ValidationError as exc:

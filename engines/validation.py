@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
 from pydantic import ValidationError
 
 from .errors import HiveTTSError
@@ -13,13 +14,19 @@ class ConfigError(HiveTTSError):
     code = "config_error"
 
 
-def require_mapping(raw: object, source: Path, expected: str) -> dict[str, object]:
-    """The top level of a YAML file must be a mapping; say what it should hold if not."""
+def read_yaml_mapping(path: Path, what: str, expected: str) -> dict[str, object]:
+    """Parse the YAML file ``path`` (a ``what``), whose top level must be a mapping."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(
-            f"{source}: the document must be a mapping ({expected}), not {type(raw).__name__}"
+            f"{path}: the document must be a mapping ({expected}), not {type(raw).__name__}"
         )
     return raw
 

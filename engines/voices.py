@@ -10,12 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UnknownVoiceError
 from .names import EngineName, QualityTier, primary_language
-from .validation import ConfigError, describe, require_mapping
+from .validation import ConfigError, describe, read_yaml_mapping
 
 
 class _Binding(BaseModel):
@@ -113,13 +112,7 @@ class VoiceCatalog:
 
     @classmethod
     def load(cls, path: Path) -> VoiceCatalog:
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read the voice library: {exc}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        mapping = require_mapping(raw, path, "default_voice and a list of voices")
+        mapping = read_yaml_mapping(path, "voice library", "default_voice and a list of voices")
         try:
             document = _VoiceFile.model_validate(mapping)
         except ValidationError as exc:
