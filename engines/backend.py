@@ -85,8 +85,13 @@ class EngineBackend(ABC):
         """Whether this binding's model/voice is present and loaded."""
 
     @abstractmethod
-    def create_tts(self, binding: Binding, *, speed: float) -> tts.TTS[Any]:
-        """A LiveKit TTS speaking with ``binding``; cheap, the model is shared."""
+    def create_tts(
+        self, binding: Binding, *, speed: float, latency_critical: bool = False
+    ) -> tts.TTS[Any]:
+        """A LiveKit TTS speaking with ``binding``; cheap, the model is shared.
+
+        ``latency_critical`` asks for the fastest first audio over throughput (used for the
+        first piece of an utterance); engines without such a mode ignore it."""
 
     def missing_reason(self, binding: Binding) -> str:
         """Why ``can_render(binding)`` is False, for people reading /voices."""

@@ -48,6 +48,9 @@ class EngineThreads(_Section):
     """Syntheses this engine runs at once (its thread pool)."""
     intra_op_threads: int = Field(default=1, ge=1, le=64)
     """Threads each ONNX inference uses."""
+    latency_intra_op_threads: int = Field(default=0, ge=0, le=64)
+    """Threads for the first piece of an utterance, run on a second session of the same model
+    (0: no second session). More threads cut the first audio's wait, fewer give throughput."""
 
 
 class EngineSelection(_Section):
@@ -57,7 +60,7 @@ class EngineSelection(_Section):
     default_quality: QualityTier = QualityTier.STANDARD
     auto_selection: AutoSelection = AutoSelection()
     health: HealthPolicy = HealthPolicy()
-    piper: EngineThreads = EngineThreads(workers=2, intra_op_threads=1)
+    piper: EngineThreads = EngineThreads(workers=2, intra_op_threads=1, latency_intra_op_threads=2)
     kokoro: EngineThreads = EngineThreads(workers=1, intra_op_threads=2)
 
 

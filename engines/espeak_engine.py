@@ -125,7 +125,9 @@ class EspeakBackend(EngineBackend):
                 return EspeakBinding(voice=candidate)
         return None
 
-    def create_tts(self, binding: Binding, *, speed: float) -> EspeakTTS:
+    def create_tts(
+        self, binding: Binding, *, speed: float, latency_critical: bool = False
+    ) -> EspeakTTS:
         assert isinstance(binding, EspeakBinding)
         name = binding.voice if binding.variant is None else f"{binding.voice}+{binding.variant}"
         rate = int(min(MAX_RATE_WPM, max(MIN_RATE_WPM, DEFAULT_RATE_WPM * speed)))

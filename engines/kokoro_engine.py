@@ -126,7 +126,9 @@ class KokoroBackend(EngineBackend):
     def can_render(self, binding: Binding) -> bool:
         return isinstance(binding, KokoroBinding) and binding.voice in self._voices
 
-    def create_tts(self, binding: Binding, *, speed: float) -> KokoroTTS:
+    def create_tts(
+        self, binding: Binding, *, speed: float, latency_critical: bool = False
+    ) -> KokoroTTS:
         assert isinstance(binding, KokoroBinding)
         low, high = SPEED_RANGE
         return KokoroTTS(self, _Options(binding.voice, min(high, max(low, speed))))

@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 NO_RETRY = APIConnectOptions(max_retry=0, timeout=30.0)
 """Retries and failover live in the router, never inside an engine."""
 
-EMITTER_FRAME_MS = 20
+EMITTER_FRAME_MS = 200
+"""Frames as the engine hands them over; the pipeline joins them per piece anyway (20 ms
+frames cost ~5 ms per second of audio), and the LiveKit track re-frames to 20 ms."""
 
 T = TypeVar("T")
 

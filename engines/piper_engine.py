@@ -42,12 +42,16 @@ class _LoadedVoice:
     voice: Any  # piper.voice.PiperVoice, imported lazily
     sample_rate: int
     language: str
+    latency_voice: Any
+    """The same model on a session with more threads, for first pieces (or ``voice``)."""
 
 
 def onnx_session(model: Path, intra_op_threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
+    # the arena keeps every session's largest run resident; without it memory follows use
+    options.enable_cpu_mem_arena = False
     # spinning threads steal the other session's core on a small machine
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(
@@ -117,16 +121,31 @@ class PiperBackend(EngineBackend):
                 session=onnx_session(path, self._threads.intra_op_threads),
                 config=PiperConfig.from_dict(config),
             )
+            latency_threads = self._threads.latency_intra_op_threads
+            latency_voice = (
+                PiperVoice(
+                    session=onnx_session(path, latency_threads),
+                    config=PiperConfig.from_dict(config),
+                )
+                if latency_threads and latency_threads != self._threads.intra_op_threads
+                else voice
+            )
             language = config.get("language", {}).get("code") or config["espeak"]["voice"]
             self._voices[name] = _LoadedVoice(
-                voice, int(config["audio"]["sample_rate"]), primary_language(language)
+                voice,
+                int(config["audio"]["sample_rate"]),
+                primary_language(language),
+                latency_voice,
             )
 
     def warm_up(self) -> None:
         for name in self._voices:
-            tts = self.create_tts(PiperBinding(model=name), speed=1.0)
-            for _ in tts._render("Ready.", threading.Event()):
-                pass
+            for latency_critical in (False, True):
+                tts = self.create_tts(
+                    PiperBinding(model=name), speed=1.0, latency_critical=latency_critical
+                )
+                for _ in tts._render("Ready.", threading.Event()):
+                    pass
 
     def voice_names(self) -> list[str]:
         return sorted(self._voices)
@@ -144,7 +163,9 @@ class PiperBackend(EngineBackend):
             f"{self._models_dir}"
         )
 
-    def create_tts(self, binding: Binding, *, speed: float) -> PiperTTS:
+    def create_tts(
+        self, binding: Binding, *, speed: float, latency_critical: bool = False
+    ) -> PiperTTS:
         assert isinstance(binding, PiperBinding)
         noise = 0.0 if self._deterministic else None
         options = _Options(
@@ -154,7 +175,7 @@ class PiperBackend(EngineBackend):
             noise_scale=noise,
             noise_w_scale=noise,
         )
-        return PiperTTS(self, self._voices[binding.model], options, speed)
+        return PiperTTS(self, self._voices[binding.model], options, speed, latency_critical)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -162,7 +183,12 @@ class PiperBackend(EngineBackend):
 
 class PiperTTS(LocalTTS):
     def __init__(
-        self, backend: PiperBackend, loaded: _LoadedVoice, options: _Options, speed: float
+        self,
+        backend: PiperBackend,
+        loaded: _LoadedVoice,
+        options: _Options,
+        speed: float,
+        latency_critical: bool = False,
     ) -> None:
         super().__init__(
             engine=EngineName.PIPER.value,
@@ -172,6 +198,7 @@ class PiperTTS(LocalTTS):
         )
         self._backend = backend
         self._loaded = loaded
+        self._model = loaded.latency_voice if latency_critical else loaded.voice
         base_scale = loaded.voice.config.length_scale
         self._opts = replace(options, length_scale=base_scale / speed)
 
@@ -184,7 +211,7 @@ class PiperTTS(LocalTTS):
         from piper.config import SynthesisConfig
 
         opts = self._opts  # a later update_options() never changes this utterance
-        voice = self._loaded.voice
+        voice = self._model
         config = SynthesisConfig(
             speaker_id=opts.speaker,
             length_scale=opts.length_scale,

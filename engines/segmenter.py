@@ -50,9 +50,11 @@ class SegmenterLimits:
         return int(min(self.max_chars, self.first_max_chars * self.growth**index))
 
 
-LATIN_LIMITS = SegmenterLimits(first_max_chars=24, min_chars=8, max_chars=220, growth=2.5)
+LATIN_LIMITS = SegmenterLimits(first_max_chars=20, min_chars=8, max_chars=220, growth=2.5)
 # Kokoro's cost per piece is mostly fixed here, so very short Japanese pieces buy little
 CJK_LIMITS = SegmenterLimits(first_max_chars=16, min_chars=4, max_chars=80, growth=1.6)
+CLAUSE_SLACK = 1.25
+"""A clause mark may end a piece this much past the limit: it beats a cut between words."""
 _CJK_LANGUAGES = frozenset({"ja", "zh", "cmn", "yue"})
 
 # union over the seed's languages; compared case-insensitively, without the final dot
@@ -192,9 +194,11 @@ def segment_text(text: str, language: str = "en") -> list[TextPiece]:
             highest = start + limits.max_for(len(pieces))
             remainder_start = sentence_end - limits.min_chars
             allowed_words = {c for c in words if c <= remainder_start}
+            clause_highest = start + int(limits.max_for(len(pieces)) * CLAUSE_SLACK)
             cut, boundary = _best_cut(
                 lowest,
                 highest,
+                clause_highest,
                 clauses,
                 {c for c in preferred_words if c <= remainder_start},
                 allowed_words,
@@ -215,16 +219,23 @@ def segment_text(text: str, language: str = "en") -> list[TextPiece]:
 
 
 def _best_cut(
-    lowest: int, highest: int, clauses: set[int], preferred: set[int], words: set[int]
+    lowest: int,
+    highest: int,
+    clause_highest: int,
+    clauses: set[int],
+    preferred: set[int],
+    words: set[int],
 ) -> tuple[int | None, Boundary]:
-    for candidates, boundary in (
-        (clauses, Boundary.CLAUSE),
-        (preferred, Boundary.WORD),
-        (words, Boundary.WORD),
-    ):
+    in_reach = [c for c in clauses if lowest <= c <= highest]
+    if in_reach:
+        return max(in_reach), Boundary.CLAUSE
+    just_past = [c for c in clauses if highest < c <= clause_highest]
+    if just_past:
+        return min(just_past), Boundary.CLAUSE
+    for candidates in (preferred, words):
         inside = [c for c in candidates if lowest <= c <= highest]
         if inside:
-            return max(inside), boundary
+            return max(inside), Boundary.WORD
     return None, Boundary.WORD
 
 

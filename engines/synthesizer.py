@@ -256,7 +256,7 @@ class Utterance:
         registry = synthesizer.registry
         policy = synthesizer.join_policy
         plan = list(prepared.plan)
-        voices: dict[EngineName, tts.TTS[Any]] = {}
+        voices: dict[tuple[EngineName, bool], tts.TTS[Any]] = {}
         after: Boundary | None = None
         for piece in prepared.pieces:
             while True:
@@ -268,12 +268,14 @@ class Utterance:
                 candidate = plan[0]
                 piece_started = time.perf_counter()
                 try:
-                    voice = voices.get(candidate.engine)
+                    # until the first audio is out, time to first audio is what matters
+                    key = (candidate.engine, self.result.ttfa_ms is None)
+                    voice = voices.get(key)
                     if voice is None:
                         voice = candidate.backend.create_tts(
-                            candidate.binding, speed=prepared.speed
+                            candidate.binding, speed=prepared.speed, latency_critical=key[1]
                         )
-                        voices[candidate.engine] = voice
+                        voices[key] = voice
                     audio = await _render_piece(voice, _spoken_text(piece))
                 except (APIError, EngineError) as exc:
                     registry.record_failure(candidate.engine, exc)
@@ -295,6 +297,7 @@ class Utterance:
             joined = np.concatenate([pause(after, voice.sample_rate, policy), shaped])
             out = resample(joined, voice.sample_rate, prepared.sample_rate)
             chunk = AudioChunk(float_to_pcm16(out), prepared.sample_rate)
+            del audio, shaped, joined, out  # a session waiting on a slow reader holds PCM only
             first = self.result.ttfa_ms is None
             if first:
                 self.result.ttfa_ms = (time.perf_counter() - self._started) * 1000

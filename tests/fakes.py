@@ -54,8 +54,10 @@ class FlakyBackend(EngineBackend):
     def binding_for_language(self, language: str) -> Binding | None:
         return self.inner.binding_for_language(language)
 
-    def create_tts(self, binding: Binding, *, speed: float) -> tts.TTS[Any]:
-        inner = self.inner.create_tts(binding, speed=speed)
+    def create_tts(
+        self, binding: Binding, *, speed: float, latency_critical: bool = False
+    ) -> tts.TTS[Any]:
+        inner = self.inner.create_tts(binding, speed=speed, latency_critical=latency_critical)
         assert isinstance(inner, LocalTTS)
         return FlakyTTS(self, inner)
 
