@@ -93,6 +93,11 @@ class AudioChunk:
     def to_bytes(self) -> bytes:
         return np.asarray(self.pcm, dtype="<i2").tobytes()
 
+    @classmethod
+    def join(cls, pieces: list[Pcm16], sample_rate: int) -> AudioChunk:
+        pcm = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int16)
+        return cls(pcm.astype(np.int16, copy=False), sample_rate)
+
 
 @dataclass(frozen=True)
 class JoinPolicy:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -46,6 +47,8 @@ class EngineBackend(ABC):
     profile: EngineProfile
     install_hint: str = ""
 
+    _executor: ThreadPoolExecutor | None = None
+
     def __init__(self) -> None:
         self.state = EngineState.NOT_LOADED
         self.detail = ""
@@ -68,6 +71,12 @@ class EngineBackend(ABC):
             self.state = EngineState.READY
             self.detail = "loaded"
         self.load_seconds = time.perf_counter() - started
+
+    @property
+    def queue_depth(self) -> int:
+        """Syntheses waiting for a free worker thread of this engine."""
+        executor = self._executor
+        return 0 if executor is None else executor._work_queue.qsize()
 
     @property
     def ready(self) -> bool:

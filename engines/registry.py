@@ -162,6 +162,7 @@ class EngineRegistry:
                     load_seconds=round(backend.load_seconds, 3),
                     languages=sorted(backend.languages()) if backend.ready else [],
                     health=health.snapshot(),
+                    queue_depth=backend.queue_depth,
                     available=backend.ready and health.state is HealthState.HEALTHY,
                 )
             rows.append(row)

@@ -50,7 +50,8 @@ class SegmenterLimits:
         return int(min(self.max_chars, self.first_max_chars * self.growth**index))
 
 
-LATIN_LIMITS = SegmenterLimits(first_max_chars=20, min_chars=8, max_chars=220, growth=2.5)
+# pieces are capped: a VITS decoder holds ~50 MB of activations per second of audio
+LATIN_LIMITS = SegmenterLimits(first_max_chars=20, min_chars=8, max_chars=120, growth=2.5)
 # Kokoro's cost per piece is mostly fixed here, so very short Japanese pieces buy little
 CJK_LIMITS = SegmenterLimits(first_max_chars=16, min_chars=4, max_chars=80, growth=1.6)
 CLAUSE_SLACK = 1.25
@@ -172,8 +173,11 @@ def _skip_spaces(text: str, i: int) -> int:
     return i
 
 
-def segment_text(text: str, language: str = "en") -> list[TextPiece]:
-    """Cut ``text`` (already normalized) into pieces; see the module doc for the rules."""
+def segment_text(text: str, language: str = "en", first_index: int = 0) -> list[TextPiece]:
+    """Cut ``text`` (already normalized) into pieces; see the module doc for the rules.
+
+    ``first_index`` is how many pieces of the same utterance were cut before (streamed text),
+    so piece sizes keep growing instead of starting short again."""
     limits = limits_for(language)
     protected = _protected_mask(text)
     sentence_ends = [*_sentence_cuts(text, protected), len(text)]
@@ -189,12 +193,12 @@ def segment_text(text: str, language: str = "en") -> list[TextPiece]:
 
     start = _skip_spaces(text, 0)
     for sentence_end in sentence_ends:
-        while sentence_end - start > limits.max_for(len(pieces)):
+        while sentence_end - start > limits.max_for(first_index + len(pieces)):
             lowest = start + limits.min_chars
-            highest = start + limits.max_for(len(pieces))
+            highest = start + limits.max_for(first_index + len(pieces))
             remainder_start = sentence_end - limits.min_chars
             allowed_words = {c for c in words if c <= remainder_start}
-            clause_highest = start + int(limits.max_for(len(pieces)) * CLAUSE_SLACK)
+            clause_highest = start + int(limits.max_for(first_index + len(pieces)) * CLAUSE_SLACK)
             cut, boundary = _best_cut(
                 lowest,
                 highest,

@@ -39,12 +39,19 @@ from .audio import (
 )
 from .backend import EngineBackend
 from .config import ServiceConfig
-from .errors import EngineError, EngineUnavailableError, InvalidOptionError, UnknownEngineError
+from .errors import (
+    EmptyTextError,
+    EngineError,
+    EngineUnavailableError,
+    InvalidOptionError,
+    UnknownEngineError,
+)
 from .names import EngineName, QualityTier, SelectionStrategy
 from .registry import EngineRegistry
 from .router import Candidate, EngineRouter, ResolvedVoice
 from .segmenter import Boundary, TextPiece, segment_text
 from .text_normalizer import prepare_text
+from .text_stream import IncrementalSegmenter
 from .voices import VoiceCatalog
 
 logger = logging.getLogger(__name__)
@@ -147,8 +154,10 @@ class SpeechSynthesizer:
     async def aclose(self) -> None:
         await self.registry.aclose()
 
-    def prepare(self, request: SynthesisRequest) -> PreparedRequest:
-        """Validate ``request`` and plan it; raises a ``RequestError`` or 503 error at once."""
+    def prepare(self, request: SynthesisRequest, *, whole_text: bool = True) -> PreparedRequest:
+        """Validate ``request`` and plan it; raises a ``RequestError`` or 503 error at once.
+
+        With ``whole_text=False`` the text is left for a ``TextStream`` to cut as it arrives."""
         engine = _parse_enum(EngineName, request.engine, "engine")
         quality = _parse_enum(QualityTier, request.quality, "quality")
         strategy = _parse_enum(SelectionStrategy, request.strategy, "strategy")
@@ -160,7 +169,11 @@ class SpeechSynthesizer:
                 f"sample_rate {request.sample_rate} is not one of "
                 f"{', '.join(map(str, SUPPORTED_OUTPUT_RATES))}"
             )
-        text = prepare_text(request.text, max_chars=self.config.limits.max_text_chars)
+        text = (
+            prepare_text(request.text, max_chars=self.config.limits.max_text_chars)
+            if whole_text
+            else ""
+        )
         voice = self.router.resolve_voice(request.voice_id, request.language)
         plan = self.router.plan(voice, engine=engine, quality=quality, strategy=strategy)
         pieces = [p for p in segment_text(text, voice.language) if any(c.isalnum() for c in p.text)]
@@ -169,13 +182,26 @@ class SpeechSynthesizer:
     def synthesize(self, request: SynthesisRequest) -> Utterance:
         return Utterance(self, self.prepare(request))
 
+    def open_text_stream(self, request: SynthesisRequest) -> TextStream:
+        """Speak text pushed bit by bit (``request.text`` is the first bit, possibly empty)."""
+        stream = TextStream(self, self.prepare(request, whole_text=False))
+        if request.text:
+            stream.push_text(request.text)
+        return stream
+
 
 class Utterance:
     """One request being spoken: iterate for audio, then read ``result``."""
 
-    def __init__(self, synthesizer: SpeechSynthesizer, prepared: PreparedRequest) -> None:
+    def __init__(
+        self,
+        synthesizer: SpeechSynthesizer,
+        prepared: PreparedRequest,
+        source: AsyncIterator[TextPiece] | None = None,
+    ) -> None:
         self._synthesizer = synthesizer
         self._prepared = prepared
+        self._source = source if source is not None else _pieces_of(prepared.pieces)
         self.result = UtteranceResult(
             voice_id=prepared.voice.voice_id,
             language=prepared.voice.language,
@@ -258,7 +284,9 @@ class Utterance:
         plan = list(prepared.plan)
         voices: dict[tuple[EngineName, bool], tts.TTS[Any]] = {}
         after: Boundary | None = None
-        for piece in prepared.pieces:
+        async for piece in self._source:
+            if self._prepared.text == "":  # streamed text is counted as it arrives
+                self.result.characters += len(piece.text)
             while True:
                 if not plan:
                     raise EngineUnavailableError(
@@ -311,6 +339,51 @@ class Utterance:
             after = piece.boundary
         if self.result.ttfa_ms is None:
             raise EngineError(self.result.engine or "none", "no audio was produced")
+
+
+async def _pieces_of(pieces: list[TextPiece]) -> AsyncIterator[TextPiece]:
+    for piece in pieces:
+        yield piece
+
+
+class TextStream:
+    """An utterance whose text arrives in bits: ``push_text()`` then ``end_input()``.
+
+    Complete pieces are spoken while more text is still coming (see ``text_stream``)."""
+
+    def __init__(self, synthesizer: SpeechSynthesizer, prepared: PreparedRequest) -> None:
+        self._segmenter = IncrementalSegmenter(
+            prepared.voice.language, synthesizer.config.limits.max_text_chars
+        )
+        self._pieces: asyncio.Queue[TextPiece | None] = asyncio.Queue()
+        self._ended = False
+        self.utterance = Utterance(synthesizer, prepared, source=self._drain())
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def push_text(self, text: str) -> None:
+        if self._ended:
+            raise InvalidOptionError("text arrived after the end of input")
+        for piece in self._segmenter.push(text):
+            self._pieces.put_nowait(piece)
+
+    def end_input(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        for piece in self._segmenter.flush():
+            self._pieces.put_nowait(piece)
+        self._pieces.put_nowait(None)
+
+    async def _drain(self) -> AsyncIterator[TextPiece]:
+        spoken = 0
+        while (piece := await self._pieces.get()) is not None:
+            spoken += 1
+            yield piece
+        if spoken == 0:
+            raise EmptyTextError("the text stream ended with nothing speakable")
 
 
 CJK_FIRST_CODE_POINT = 0x2E80
