@@ -68,9 +68,26 @@ class Limits(_Section):
     max_text_chars: int = Field(default=10_000, ge=1)
 
 
+class ApiSettings(_Section):
+    """The control API (``hive-tts serve``): keys, limits, sampling."""
+
+    api_keys: tuple[str, ...] = ()
+    """Bearer keys; empty means no authentication (development on loopback)."""
+    admin_keys: tuple[str, ...] = ()
+    """Keys allowed to call admin routes (/gc). Without keys at all, admin routes are open."""
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_ws_message_bytes: int = Field(default=262_144, ge=1024)
+    max_sessions_total: int = Field(default=200, ge=1)
+    max_sessions_per_key: int = Field(default=100, ge=1)
+    retry_after_s: int = Field(default=1, ge=1)
+    quality_sample_every: int = Field(default=20, ge=0)
+    """Score every n-th utterance with DNSMOS, off the hot path (0: never)."""
+
+
 class ServiceConfig(_Section):
     engines: EngineSelection = EngineSelection()
     limits: Limits = Limits()
+    api: ApiSettings = ApiSettings()
     models_dir: Path = Path("models")
     """Extra model files (Piper voices, ...). Relative paths are relative to the config file."""
     voices_file: Path = Path("voices.yaml")
