@@ -47,8 +47,6 @@ class EngineBackend(ABC):
     profile: EngineProfile
     install_hint: str = ""
 
-    _executor: ThreadPoolExecutor | None = None
-
     def __init__(self) -> None:
         self.state = EngineState.NOT_LOADED
         self.detail = ""
@@ -75,8 +73,8 @@ class EngineBackend(ABC):
     @property
     def queue_depth(self) -> int:
         """Syntheses waiting for a free worker thread of this engine."""
-        executor = self._executor
-        return 0 if executor is None else executor._work_queue.qsize()
+        executor = getattr(self, "_executor", None)
+        return executor._work_queue.qsize() if isinstance(executor, ThreadPoolExecutor) else 0
 
     @property
     def ready(self) -> bool:
