@@ -5,6 +5,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+PORT ?= 8003
 SAMPLE_TEXT := Hello! This is HIVE TTS speaking. Streaming speech starts before the sentence is done.
 
 .PHONY: install run test lint typecheck bench clean
@@ -21,7 +22,7 @@ install: $(STAMP)
 
 run: install
 	$(BIN)/hive-tts say "$(SAMPLE_TEXT)" -o out/sample.wav
-	$(BIN)/hive-tts voices
+	$(BIN)/hive-tts serve --host 127.0.0.1 --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check .
@@ -34,6 +35,7 @@ test: install lint typecheck
 
 bench: install
 	$(BIN)/python -m tools.bench
+	$(BIN)/python -m tools.ws_bench
 
 clean:
 	rm -rf $(VENV) .cache out .mypy_cache .ruff_cache .pytest_cache

@@ -80,7 +80,7 @@ class ApiSettings(_Section):
     max_sessions_total: int = Field(default=200, ge=1)
     max_sessions_per_key: int = Field(default=100, ge=1)
     retry_after_s: int = Field(default=1, ge=1)
-    quality_sample_every: int = Field(default=20, ge=0)
+    quality_sample_every: int = Field(default=50, ge=0)
     """Score every n-th utterance with DNSMOS, off the hot path (0: never)."""
 
 

@@ -25,6 +25,8 @@ from engines.voice_listing import voice_listing
 from .paths import DEFAULT_CONFIG
 
 CONFIG_ENV = "HIVE_TTS_CONFIG"
+API_KEYS_ENV = "HIVE_TTS_API_KEYS"
+ADMIN_KEYS_ENV = "HIVE_TTS_ADMIN_KEYS"
 EXIT_USAGE = 2
 
 
@@ -55,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("--speed", type=float, default=1.0, help="0.5 .. 2.0")
     say.add_argument("--sample-rate", type=int, default=LIVEKIT_SAMPLE_RATE, help="Hz")
     say.add_argument("-o", "--output", default="hive-tts.wav", help="WAV file ('-' for stdout)")
+
+    serve = commands.add_parser("serve", help="run the control API (HTTP + WebSocket)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    serve.add_argument("--port", type=int, default=8003)
 
     voices = commands.add_parser("voices", help="list voices with their engines")
     voices.add_argument("--language", help="only voices of this language")
@@ -129,6 +135,32 @@ async def _voices(config: ServiceConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_env_keys(config: ServiceConfig) -> ServiceConfig:
+    """API keys from ``$HIVE_TTS_API_KEYS`` / ``$HIVE_TTS_ADMIN_KEYS`` (comma-separated)."""
+    update: dict[str, tuple[str, ...]] = {}
+    for variable, field in ((API_KEYS_ENV, "api_keys"), (ADMIN_KEYS_ENV, "admin_keys")):
+        keys = tuple(k.strip() for k in os.environ.get(variable, "").split(",") if k.strip())
+        if keys:
+            update[field] = keys
+    if not update:
+        return config
+    return config.model_copy(update={"api": config.api.model_copy(update=update)})
+
+
+def _serve(config: ServiceConfig, args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from control_api import create_app
+
+    print(
+        f"HIVE TTS control API on http://{args.host}:{args.port} "
+        f"(WebSocket ws://{args.host}:{args.port}/ws/synthesize)",
+        flush=True,
+    )
+    web.run_app(create_app(config), host=args.host, port=args.port, print=None, handle_signals=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -136,7 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        config = load_config(_config_path(args.config))
+        config = _with_env_keys(load_config(_config_path(args.config)))
+        if args.command == "serve":
+            return _serve(config, args)
         command = _say if args.command == "say" else _voices
         return asyncio.run(command(config, args))
     except HiveTTSError as exc:

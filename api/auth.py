@@ -1,0 +1,58 @@
+"""Bearer keys: every route but /health needs one when keys are configured."""
+
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from .errors import Handler, json_error
+
+OPEN_PATHS = frozenset({"/health"})
+ANONYMOUS = "anonymous"
+KEY_OF_REQUEST = web.RequestKey("api_key", str)
+
+
+def _matches(candidate: str, keys: tuple[str, ...]) -> bool:
+    # compare against every key so timing does not reveal which one nearly matched
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(candidate.encode(), key.encode())
+    return found
+
+
+def presented_key(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[len("bearer ") :].strip()
+    return request.query.get("token")  # browsers cannot set headers on WebSockets
+
+
+def make_auth_middleware(api_keys: tuple[str, ...], admin_keys: tuple[str, ...]) -> Middleware:
+    every_key = (*api_keys, *admin_keys)
+
+    @web.middleware
+    async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not every_key or request.path in OPEN_PATHS:
+            request[KEY_OF_REQUEST] = ANONYMOUS
+            return await handler(request)
+        key = presented_key(request)
+        if key is None or not _matches(key, every_key):
+            return json_error(
+                401,
+                "unauthorized",
+                "a valid API key is required: 'Authorization: Bearer KEY' (or ?token=KEY)",
+                {"WWW-Authenticate": 'Bearer realm="hive-tts"'},
+            )
+        request[KEY_OF_REQUEST] = key
+        return await handler(request)
+
+    return auth_middleware
+
+
+def is_admin(request: web.Request, api_keys: tuple[str, ...], admin_keys: tuple[str, ...]) -> bool:
+    if not api_keys and not admin_keys:
+        return True  # no keys at all: a development server on loopback
+    key = request.get(KEY_OF_REQUEST)
+    return key is not None and _matches(key, admin_keys)

@@ -1,0 +1,80 @@
+"""Errors leave the service once, here: JSON bodies for HTTP, error messages for WebSockets."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from engines.errors import HiveTTSError
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_sessions",
+}
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": code, "message": message}}
+
+
+def json_error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(error_body(code, message), status=status, headers=headers)
+
+
+def ws_error(code: str, message: str, request_id: str | None = None) -> dict[str, object]:
+    message_body: dict[str, object] = {"type": "error", "code": code, "message": message}
+    if request_id is not None:
+        message_body["request_id"] = request_id
+    return message_body
+
+
+class TooManySessionsError(HiveTTSError):
+    code = "too_many_sessions"
+    http_status = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def response_for(error: HiveTTSError) -> web.Response:
+    headers = (
+        {"Retry-After": str(error.retry_after_s)}
+        if isinstance(error, TooManySessionsError)
+        else None
+    )
+    return json_error(error.http_status, error.code, error.message, headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except HiveTTSError as exc:
+        return response_for(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        message = exc.text or exc.reason
+        if exc.status == 413:
+            message = f"request body is larger than {request.client_max_size} bytes"
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        return json_error(exc.status, code, message, headers)
+    except Exception:
+        logger.exception("unhandled error", extra={"path": request.path})
+        return json_error(500, "internal_error", "the server failed; the error was logged")

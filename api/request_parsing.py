@@ -1,0 +1,140 @@
+"""JSON bodies and WebSocket messages -> ``SynthesisRequest``, with errors naming the key."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engines.audio import LIVEKIT_SAMPLE_RATE
+from engines.encoders import AudioFormat
+from engines.errors import InvalidOptionError, RequestError
+from engines.synthesizer import SynthesisRequest
+
+
+class BadJsonError(RequestError):
+    code = "bad_json"
+
+
+class CloningUnavailableError(RequestError):
+    code = "cloning_unavailable"
+
+
+_REQUEST_KEYS = {
+    "text",
+    "voice_id",
+    "language",
+    "engine",
+    "quality",
+    "strategy",
+    "speed",
+    "sample_rate",
+    "stream",
+    "request_id",
+    "format",
+    "enhance_audio",
+    "voice_clone_reference",
+    "type",
+}
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    synthesis: SynthesisRequest
+    request_id: str | None
+    audio_format: AudioFormat
+    stream: bool
+    enhance_audio: bool
+
+
+def parse_json_object(raw: str | bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadJsonError(f"body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadJsonError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _optional_str(body: Mapping[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidOptionError(f"'{key}' must be a string, got {type(value).__name__}")
+    return value
+
+
+def _number(body: Mapping[str, Any], key: str, default: float) -> float:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidOptionError(f"'{key}' must be a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _flag(body: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = body.get(key, default)
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    if not isinstance(value, bool):
+        raise InvalidOptionError(f"'{key}' must be true or false")
+    return value
+
+
+def audio_format(value: str | None, default: AudioFormat) -> AudioFormat:
+    if value is None:
+        return default
+    aliases = {"pcm16": AudioFormat.PCM, "pcm_s16le": AudioFormat.PCM}
+    if value in aliases:
+        return aliases[value]
+    try:
+        return AudioFormat(value)
+    except ValueError:
+        allowed = ", ".join(["pcm16", *(f.value for f in AudioFormat)])
+        raise InvalidOptionError(f"format {value!r} is not one of {allowed}") from None
+
+
+def parse_synthesis(
+    body: Mapping[str, Any],
+    *,
+    require_text: bool = True,
+    default_format: AudioFormat = AudioFormat.PCM,
+) -> ParsedRequest:
+    """Validate the seed's request object (``text``, ``voice_id``, ``language``, ``engine``...)."""
+    unknown = sorted(set(body) - _REQUEST_KEYS)
+    if unknown:
+        raise InvalidOptionError(
+            f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_REQUEST_KEYS))}"
+        )
+    text = body.get("text", "" if not require_text else None)
+    if not isinstance(text, str):
+        raise InvalidOptionError("'text' is required and must be a string")
+    if body.get("voice_clone_reference") is not None:
+        raise CloningUnavailableError(
+            "voice cloning needs the xtts engine, which is not available in this build; "
+            "remove 'voice_clone_reference' or use a library voice"
+        )
+    sample_rate = body.get("sample_rate", LIVEKIT_SAMPLE_RATE)
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int):
+        raise InvalidOptionError("'sample_rate' must be an integer number of Hz")
+    request_id = body.get("request_id")
+    if request_id is not None and not isinstance(request_id, str | int):
+        raise InvalidOptionError("'request_id' must be a string or an integer")
+    return ParsedRequest(
+        synthesis=SynthesisRequest(
+            text=text,
+            voice_id=_optional_str(body, "voice_id"),
+            language=_optional_str(body, "language"),
+            engine=_optional_str(body, "engine"),
+            quality=_optional_str(body, "quality"),
+            strategy=_optional_str(body, "strategy"),
+            speed=_number(body, "speed", 1.0),
+            sample_rate=sample_rate,
+        ),
+        request_id=None if request_id is None else str(request_id),
+        audio_format=audio_format(_optional_str(body, "format"), default_format),
+        stream=_flag(body, "stream", True),
+        enhance_audio=_flag(body, "enhance_audio", False),
+    )

@@ -1,0 +1,99 @@
+"""Prometheus metrics of the service (the design's names, Prometheus conventions).
+
+Each app owns its registry, so several apps (tests, workers) never share counters by accident.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from engines.synthesizer import Utterance
+
+# around the 250 ms goal, finer below it
+TTFA_BUCKETS_S = (
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.0,
+    5.0,
+)
+DURATION_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+GAP_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "tts_synthesis_requests",
+            "Synthesis requests by engine, language and outcome",
+            ["engine", "language", "outcome"],
+            registry=r,
+        )
+        self.ttfa = Histogram(
+            "tts_ttft_duration_seconds",
+            "Time from request to the first audio chunk",
+            ["engine"],
+            buckets=TTFA_BUCKETS_S,
+            registry=r,
+        )
+        self.duration = Histogram(
+            "tts_synthesis_duration_seconds",
+            "Time from request to the last audio chunk",
+            ["engine"],
+            buckets=DURATION_BUCKETS_S,
+            registry=r,
+        )
+        self.active_sessions = Gauge(
+            "tts_active_sessions", "Synthesis sessions in progress", registry=r
+        )
+        self.quality = Gauge(
+            "tts_audio_quality_score",
+            "DNSMOS overall MOS estimate of sampled output",
+            ["engine"],
+            registry=r,
+        )
+        self.chunk_gap = Histogram(
+            "tts_chunk_gap_seconds",
+            "Wait for the next chunk beyond the audio already sent (0 when ahead of playback)",
+            ["engine"],
+            buckets=GAP_BUCKETS_S,
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "tts_fallbacks",
+            "Engine failures that handed an utterance to the next engine",
+            ["engine"],
+            registry=r,
+        )
+        self.audio_seconds = Counter(
+            "tts_audio_output_seconds", "Seconds of audio produced", ["engine"], registry=r
+        )
+        self.errors = Counter(
+            "tts_request_errors",
+            "Requests refused or failed, by error code",
+            ["code"],
+            registry=r,
+        )
+
+    def observe_utterance(self, utterance: Utterance, outcome: str, duration_s: float) -> None:
+        result = utterance.result
+        engine = result.engine or "none"
+        self.requests.labels(engine, result.language, outcome).inc()
+        if result.ttfa_ms is not None:
+            self.ttfa.labels(engine).observe(result.ttfa_ms / 1000)
+        self.duration.labels(engine).observe(duration_s)
+        self.audio_seconds.labels(engine).inc(result.audio_duration_s)
+        for fallback in result.fallbacks:
+            self.fallbacks.labels(fallback["engine"]).inc()
