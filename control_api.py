@@ -20,10 +20,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.auth import ANONYMOUS, KEY_OF_REQUEST, is_admin, make_auth_middleware
-from api.errors import error_middleware, json_error
+from api.errors import ERROR_COUNTER, error_middleware, json_error
 from api.openai_voices import OPENAI_MODELS, OPENAI_VOICES, looks_japanese
 from api.openapi import OPENAPI_SPEC
-from api.request_parsing import audio_format, parse_json_object, parse_synthesis
+from api.request_parsing import audio_format, number_option, parse_json_object, parse_synthesis
 from api.services import ApiServices, encode_chunk, finish_encoding
 from api.ws_session import WebSocketSession
 from engines.audio import AudioChunk
@@ -55,9 +55,10 @@ def _services(request: web.Request) -> ApiServices:
     return request.app[SERVICES]
 
 
-def _key(request: web.Request) -> str:
-    key: str = request.get(KEY_OF_REQUEST, ANONYMOUS)
-    return key
+def _key(request: web.Request) -> str | None:
+    """The caller's API key; None without authentication (no per-key limit applies then)."""
+    key = request.get(KEY_OF_REQUEST, ANONYMOUS)
+    return None if key == ANONYMOUS else key
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -130,11 +131,11 @@ async def openai_speech(request: web.Request) -> web.StreamResponse:
     if not isinstance(voice, str):
         raise InvalidOptionError("'voice' must be a string")
     model = body.get("model", "tts-1")
-    quality = OPENAI_MODELS.get(model) if isinstance(model, str) else None
-    speed = body.get("speed", 1.0)
-    if isinstance(speed, bool) or not isinstance(speed, int | float):
-        raise InvalidOptionError("'speed' must be a number")
-    fmt = audio_format(body.get("response_format") or "mp3", AudioFormat.MP3)
+    if not isinstance(model, str):
+        raise InvalidOptionError("'model' must be a string such as tts-1")
+    quality = OPENAI_MODELS.get(model)
+    speed = number_option(body, "speed", 1.0)
+    fmt = audio_format(body.get("response_format", "mp3"), AudioFormat.MP3)
     voice_id: str | None = voice
     language: str | None = None
     if voice in OPENAI_VOICES:
@@ -145,7 +146,7 @@ async def openai_speech(request: web.Request) -> web.StreamResponse:
         voice_id=voice_id,
         language=language,
         quality=quality,
-        speed=float(speed),
+        speed=speed,
         sample_rate=24_000,
     )
     with services.limiter.slot(_key(request)):
@@ -303,6 +304,7 @@ def create_app(
         client_max_size=settings.max_body_bytes,
     )
     app.add_routes(routes)
+    app[ERROR_COUNTER] = lambda code: app[SERVICES].metrics.errors.labels(code).inc()
 
     async def engines(app: web.Application) -> AsyncIterator[None]:
         owned = synthesizer is None

@@ -60,11 +60,22 @@ def response_for(error: HiveTTSError) -> web.Response:
     return json_error(error.http_status, error.code, error.message, headers)
 
 
+ERROR_COUNTER: web.AppKey[Callable[[str], None]] = web.AppKey("error_counter")
+"""Where the error middleware reports each refusal's code (the app's metrics)."""
+
+
+def _count(request: web.Request, code: str) -> None:
+    counter = request.app.get(ERROR_COUNTER)
+    if counter is not None:
+        counter(code)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except HiveTTSError as exc:
+        _count(request, exc.code)
         return response_for(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -74,7 +85,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status == 413:
             message = f"request body is larger than {request.client_max_size} bytes"
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        _count(request, code)
         return json_error(exc.status, code, message, headers)
     except Exception:
         logger.exception("unhandled error", extra={"path": request.path})
+        _count(request, "internal_error")
         return json_error(500, "internal_error", "the server failed; the error was logged")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +52,9 @@ class ParsedRequest:
 def parse_json_object(raw: str | bytes) -> dict[str, Any]:
     try:
         value = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise BadJsonError("JSON is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, bad UTF-8, integers past Python's digit limit
         raise BadJsonError(f"body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise BadJsonError(f"expected a JSON object, got {type(value).__name__}")
@@ -67,11 +70,17 @@ def _optional_str(body: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
-def _number(body: Mapping[str, Any], key: str, default: float) -> float:
+def number_option(body: Mapping[str, Any], key: str, default: float) -> float:
     value = body.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidOptionError(f"'{key}' must be a number, got {type(value).__name__}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise InvalidOptionError(f"'{key}' is out of range") from None
+    if not math.isfinite(number):
+        raise InvalidOptionError(f"'{key}' must be a finite number")
+    return number
 
 
 def _flag(body: Mapping[str, Any], key: str, default: bool) -> bool:
@@ -83,9 +92,11 @@ def _flag(body: Mapping[str, Any], key: str, default: bool) -> bool:
     return value
 
 
-def audio_format(value: str | None, default: AudioFormat) -> AudioFormat:
+def audio_format(value: object, default: AudioFormat) -> AudioFormat:
     if value is None:
         return default
+    if not isinstance(value, str):
+        raise InvalidOptionError(f"format must be a string, got {type(value).__name__}")
     aliases = {"pcm16": AudioFormat.PCM, "pcm_s16le": AudioFormat.PCM}
     if value in aliases:
         return aliases[value]
@@ -130,7 +141,7 @@ def parse_synthesis(
             engine=_optional_str(body, "engine"),
             quality=_optional_str(body, "quality"),
             strategy=_optional_str(body, "strategy"),
-            speed=_number(body, "speed", 1.0),
+            speed=number_option(body, "speed", 1.0),
             sample_rate=sample_rate,
         ),
         request_id=None if request_id is None else str(request_id),

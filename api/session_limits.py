@@ -8,6 +8,8 @@ from contextlib import contextmanager
 
 from .errors import TooManySessionsError
 
+_UNKEYED = "\0unkeyed"  # cannot collide with a real key sent in a header
+
 
 class SessionLimiter:
     def __init__(self, max_total: int, max_per_key: int, retry_after_s: int) -> None:
@@ -20,26 +22,28 @@ class SessionLimiter:
     def active(self) -> int:
         return sum(self._per_key.values())
 
-    def check(self, key: str) -> None:
+    def check(self, key: str | None) -> None:
         if self.active >= self._max_total:
             raise TooManySessionsError(
                 f"the server is at its limit of {self._max_total} concurrent sessions",
                 self._retry_after_s,
             )
-        if self._per_key[key] >= self._max_per_key:
+        if key is not None and self._per_key[key] >= self._max_per_key:
             raise TooManySessionsError(
                 f"this key already has {self._max_per_key} concurrent sessions (its limit)",
                 self._retry_after_s,
             )
 
     @contextmanager
-    def slot(self, key: str) -> Iterator[None]:
-        """Hold one session for ``key``; raises ``TooManySessionsError`` when full."""
+    def slot(self, key: str | None) -> Iterator[None]:
+        """Hold one session for ``key`` (None: no per-key limit, only the total); raises
+        ``TooManySessionsError`` when full."""
         self.check(key)
-        self._per_key[key] += 1
+        counted = key if key is not None else _UNKEYED
+        self._per_key[counted] += 1
         try:
             yield
         finally:
-            self._per_key[key] -= 1
-            if self._per_key[key] <= 0:
-                del self._per_key[key]
+            self._per_key[counted] -= 1
+            if self._per_key[counted] <= 0:
+                del self._per_key[counted]

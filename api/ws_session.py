@@ -140,6 +140,11 @@ class WebSocketSession:
             reply = ws_error(exc.code, exc.message, request_id) | {"is_final": True}
             await self._send(reply)
             self._services.metrics.errors.labels(exc.code).inc()
+        except Exception:  # one bad message never ends the connection
+            logger.exception("unexpected error handling a WebSocket message")
+            self._services.metrics.errors.labels("internal_error").inc()
+            reply = ws_error("internal_error", "the server failed; the error was logged")
+            await self._send(reply | {"is_final": True})
 
     def _enqueue(self, request: ParsedRequest, stream: TextStream | None) -> _Job:
         synthesizer = self._services.synthesizer

@@ -140,19 +140,22 @@ class EngineRegistry:
         rows: list[dict[str, object]] = []
         for name in EngineName:
             backend = self._backends.get(name)
-            profile = self.profile(name)
-            row: dict[str, object] = {
-                "engine": name.value,
-                "tier": profile.tier.value,
-                "quality_mos_estimate": profile.quality_mos,
-                "description": profile.description,
-            }
+            row: dict[str, object] = {"engine": name.value}
+            profile = backend.profile if backend else PLANNED_ENGINES.get(name)
+            if profile is not None:
+                row.update(
+                    tier=profile.tier.value,
+                    quality_mos_estimate=profile.quality_mos,
+                    description=profile.description,
+                )
             if backend is None:
+                detail = "not part of this build" if name in PLANNED_ENGINES else "disabled"
                 row.update(
                     state=EngineState.NOT_INSTALLED.value,
-                    detail="not part of this build",
+                    detail=detail,
                     health=None,
                     languages=[],
+                    available=False,
                 )
             else:
                 health = self._health[name]
