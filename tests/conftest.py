@@ -8,6 +8,7 @@ import pytest
 from engines.config import ServiceConfig, load_config
 from engines.synthesizer import SpeechSynthesizer, build_backends
 from engines.voices import VoiceCatalog
+from tests.api_fixtures import ApiClient, api_client
 from tests.transcriber import Transcriber
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -39,3 +40,12 @@ async def synthesizer(
 @pytest.fixture(scope="session")
 def transcriber() -> Transcriber:
     return Transcriber()
+
+
+@pytest.fixture(scope="module")
+async def api(
+    service_config: ServiceConfig, synthesizer: SpeechSynthesizer
+) -> AsyncIterator[ApiClient]:
+    """The control API on a real loopback socket, one app (own metrics) per test module."""
+    async with api_client(service_config, synthesizer) as client:
+        yield client

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,9 +16,7 @@ from aiohttp import ClientWebSocketResponse, WSMsgType
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from engines.config import ServiceConfig
-from engines.synthesizer import SpeechSynthesizer
-from tests.api_fixtures import ApiClient, api_client, error_of, receive_json, speak
+from tests.api_fixtures import ApiClient, error_of, receive_json, speak
 
 ANSWER_TIMEOUT_S = 30.0
 """Every request is answered within this (a hang fails the example instead of the run)."""
@@ -107,14 +104,6 @@ openai_bodies = st.fixed_dictionaries(
         "speed": st.sampled_from([0.25, 1.0, 4.0]) | json_values,
     },
 )
-
-
-@pytest.fixture(scope="module")
-async def api(
-    service_config: ServiceConfig, synthesizer: SpeechSynthesizer
-) -> AsyncIterator[ApiClient]:
-    async with api_client(service_config, synthesizer) as client:
-        yield client
 
 
 async def assert_answered(api: ApiClient, path: str, data: bytes) -> None:

@@ -71,14 +71,6 @@ MAX_TEXT_CHARS = 10_000
 MAX_BODY_BYTES = 1_048_576
 
 
-@pytest.fixture(scope="module")
-async def api(
-    service_config: ServiceConfig, synthesizer: SpeechSynthesizer
-) -> AsyncIterator[ApiClient]:
-    async with api_client(service_config, synthesizer) as client:
-        yield client
-
-
 async def synthesize(api: ApiClient, body: dict[str, Any], query: str = "") -> dict[str, Any]:
     response = await api.post(f"/synthesize{query}", json=body)
     assert response.status == 200, await response.text()

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
-from engines.config import ServiceConfig
 from engines.synthesizer import SpeechSynthesizer, SynthesisRequest
-from tests.api_fixtures import ApiClient, Spoken, api_client, speak
+from tests.api_fixtures import ApiClient, Spoken, speak
 from tests.transcriber import Transcriber, character_error_rate, word_error_rate
 
 ENGLISH = {
@@ -27,14 +25,6 @@ MAX_WER = 0.35
 MAX_CER = 0.25
 LENGTH_TOLERANCE_S = 0.01
 """Piper runs deterministically in tests: the same text has the same length, alone or not."""
-
-
-@pytest.fixture(scope="module")
-async def api(
-    service_config: ServiceConfig, synthesizer: SpeechSynthesizer
-) -> AsyncIterator[ApiClient]:
-    async with api_client(service_config, synthesizer) as client:
-        yield client
 
 
 async def session(api: ApiClient, request_id: str, text: str, language: str) -> Spoken:

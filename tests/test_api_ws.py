@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -71,14 +71,6 @@ CANCELLED_SHARE_MAX = 0.25
 DURATION_ROUNDING_S = 0.002
 CODEC_LENGTH_TOLERANCE_S = {"wav": 0.002, "flac": 0.002, "opus": 0.03, "mp3": 0.08}
 MAX_WS_MESSAGE_BYTES = 262_144
-
-
-@pytest.fixture(scope="module")
-async def api(
-    service_config: ServiceConfig, synthesizer: SpeechSynthesizer
-) -> AsyncIterator[ApiClient]:
-    async with api_client(service_config, synthesizer) as client:
-        yield client
 
 
 def chunk_samples(message: dict[str, Any]) -> int:
