@@ -147,6 +147,7 @@ class WebSocketSession:
             await self._send(reply | {"is_final": True})
 
     def _enqueue(self, request: ParsedRequest, stream: TextStream | None) -> _Job:
+        received_at = time.perf_counter()  # validation and planning count toward first audio
         synthesizer = self._services.synthesizer
         if stream is None:
             utterance = synthesizer.synthesize(request.synthesis)
@@ -156,7 +157,7 @@ class WebSocketSession:
             request=request,
             utterance=utterance,
             request_id=request.request_id or f"req-{next(self._ids)}",
-            received_at=time.perf_counter(),
+            received_at=received_at,
             text_stream=stream,
         )
         self._jobs.put_nowait(job)
