@@ -46,29 +46,14 @@ def espeak_voice_names(data_dir: Path) -> frozenset[str]:
     return frozenset(p.name.lower() for p in (data_dir / "lang").rglob("*") if p.is_file())
 
 
-class EspeakBackend(EngineBackend):
-    name = EngineName.ESPEAK
-    profile = EngineProfile(
-        quality_mos=2.8,
-        typical_ttfa_ms=5.0,
-        tier=QualityTier.FAST,
-        description="espeak-ng formant synthesis: robotic but intelligible, 100+ languages; "
-        "the last resort",
-    )
-    install_hint = "pip install espeakng-loader"
+class _EspeakLibrary:
+    """The process's one libespeak-ng: initialized once, one callback, one lock.
+
+    The library keeps a single global synthesis callback, so every backend in the process must
+    share this object; a second initialization would replace the callback and leave the first
+    backend's audio going nowhere (or to freed memory)."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="espeak")
-        self._lock = threading.Lock()
-        self._lib: Any = None
-        self._callback: Any = None
-        self._sink: list[np.ndarray] = []
-        self._abort = threading.Event()
-        self._voices: frozenset[str] = frozenset()
-        self.sample_rate = 22_050
-
-    def _load(self) -> None:
         try:
             import espeakng_loader
         except ImportError as exc:
@@ -92,17 +77,73 @@ class EspeakBackend(EngineBackend):
         rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, _BUFFER_MS, data_dir.encode(), 0)
         if rate <= 0:
             raise RuntimeError(f"espeak_Initialize failed ({rate})")
-        self.sample_rate = rate
-
-        def on_audio(wav: Any, count: int, _events: Any) -> int:
-            if count > 0 and wav:
-                self._sink.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
-            return 1 if self._abort.is_set() else 0
-
-        self._callback = _SynthCallback(on_audio)  # kept referenced for the library's lifetime
+        self.sample_rate: int = rate
+        self.voices = espeak_voice_names(Path(data_dir))
+        self.lock = threading.Lock()
+        self._sink: list[np.ndarray] = []
+        self._abort = threading.Event()
+        self._callback = _SynthCallback(self._on_audio)  # referenced for the process's lifetime
         lib.espeak_SetSynthCallback(self._callback)
         self._lib = lib
-        self._voices = espeak_voice_names(Path(data_dir))
+
+    def _on_audio(self, wav: Any, count: int, _events: Any) -> int:
+        if count > 0 and wav:
+            self._sink.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
+        return 1 if self._abort.is_set() else 0
+
+    def synthesize(self, text: str, options: _Options, stop: threading.Event) -> FloatAudio:
+        encoded = text.encode("utf-8") + b"\0"
+        with self.lock:
+            self._sink = []
+            self._abort = stop
+            if self._lib.espeak_SetVoiceByName(options.voice.encode()) != 0:
+                raise RuntimeError(f"espeak-ng has no voice {options.voice!r}")
+            self._lib.espeak_SetParameter(_PARAM_RATE, options.rate_wpm, 0)
+            status = self._lib.espeak_Synth(
+                encoded, len(encoded), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
+            )
+            chunks, self._sink = self._sink, []
+        if status != 0 and not stop.is_set():
+            raise RuntimeError(f"espeak_Synth failed ({status})")
+        if not chunks:
+            return np.zeros(0, dtype=np.float32)
+        return pcm16_to_float(np.concatenate(chunks))
+
+
+_LIBRARY: _EspeakLibrary | None = None
+_LIBRARY_LOCK = threading.Lock()
+
+
+def _espeak_library() -> _EspeakLibrary:
+    global _LIBRARY
+    with _LIBRARY_LOCK:
+        if _LIBRARY is None:
+            _LIBRARY = _EspeakLibrary()
+        return _LIBRARY
+
+
+class EspeakBackend(EngineBackend):
+    name = EngineName.ESPEAK
+    profile = EngineProfile(
+        quality_mos=2.8,
+        typical_ttfa_ms=5.0,
+        tier=QualityTier.FAST,
+        description="espeak-ng formant synthesis: robotic but intelligible, 100+ languages; "
+        "the last resort",
+    )
+    install_hint = "pip install espeakng-loader"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="espeak")
+        self._library: _EspeakLibrary | None = None
+        self._voices: frozenset[str] = frozenset()
+        self.sample_rate = 22_050
+
+    def _load(self) -> None:
+        self._library = _espeak_library()
+        self.sample_rate = self._library.sample_rate
+        self._voices = self._library.voices
 
     def warm_up(self) -> None:
         tts = self.create_tts(EspeakBinding(voice="en-us"), speed=1.0)
@@ -137,22 +178,9 @@ class EspeakBackend(EngineBackend):
         self, text: str, options: _Options, stop: threading.Event
     ) -> FloatAudio:
         """Blocking: the whole of ``text`` as float audio at ``sample_rate``."""
-        encoded = text.encode("utf-8") + b"\0"
-        with self._lock:
-            self._sink = []
-            self._abort = stop
-            if self._lib.espeak_SetVoiceByName(options.voice.encode()) != 0:
-                raise RuntimeError(f"espeak-ng has no voice {options.voice!r}")
-            self._lib.espeak_SetParameter(_PARAM_RATE, options.rate_wpm, 0)
-            status = self._lib.espeak_Synth(
-                encoded, len(encoded), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
-            )
-            chunks, self._sink = self._sink, []
-        if status != 0 and not stop.is_set():
-            raise RuntimeError(f"espeak_Synth failed ({status})")
-        if not chunks:
-            return np.zeros(0, dtype=np.float32)
-        return pcm16_to_float(np.concatenate(chunks))
+        if self._library is None:
+            raise RuntimeError("espeak-ng is not loaded")
+        return self._library.synthesize(text, options, stop)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
