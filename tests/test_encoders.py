@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import threading
 import wave
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import av
@@ -36,8 +34,7 @@ from engines.encoders import (
     parse_format,
 )
 from engines.errors import InvalidOptionError
-from engines.espeak_engine import EspeakBackend
-from engines.voices import EspeakBinding
+from tests.audio_checks import espeak_speech
 
 SPEECH_TEXT = "The quick brown fox jumps over the lazy dog, then naps in the warm sun."
 CHORD_RATE_HZ = 24_000
@@ -66,14 +63,9 @@ class Decoded:
 
 
 @pytest.fixture(scope="module")
-def speech() -> Iterator[tuple[Pcm16, int]]:
+def speech() -> tuple[Pcm16, int]:
     """A sentence of espeak-ng speech (22.05 kHz), the engine every install has."""
-    backend = EspeakBackend()
-    backend.load()
-    tts = backend.create_tts(EspeakBinding(voice="en-us"), speed=1.0)
-    audio = backend.synthesize_blocking(SPEECH_TEXT, tts._opts, threading.Event())
-    yield float_to_pcm16(audio), backend.sample_rate
-    backend.close()
+    return espeak_speech(SPEECH_TEXT)
 
 
 def chords() -> Pcm16:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
 
 import numpy as np
 import numpy.typing as npt
@@ -20,8 +18,7 @@ from engines.enhancement import (
     true_peak,
 )
 from engines.errors import InvalidOptionError
-from engines.espeak_engine import EspeakBackend
-from engines.voices import EspeakBinding
+from tests.audio_checks import espeak_speech
 
 RATE_HZ = 22_050
 VOICED_SECONDS = 3.0
@@ -76,13 +73,9 @@ def voiced(amplitude: float = 0.3, *, sustained: bool = False) -> Pcm16:
 
 
 @pytest.fixture(scope="module")
-def speech() -> Iterator[tuple[Pcm16, int]]:
-    backend = EspeakBackend()
-    backend.load()
-    tts = backend.create_tts(EspeakBinding(voice="en-us"), speed=1.0)
-    audio = backend.synthesize_blocking(SPEECH_TEXT, tts._opts, threading.Event())
-    yield float_to_pcm16(audio), backend.sample_rate
-    backend.close()
+def speech() -> tuple[Pcm16, int]:
+    """A sentence of espeak-ng speech (22.05 kHz), the engine every install has."""
+    return espeak_speech(SPEECH_TEXT)
 
 
 def with_clicks(
