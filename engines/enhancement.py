@@ -71,7 +71,7 @@ CLICK_MIN_AMPLITUDE: Final = 0.05
 such as espeak-ng's own stop bursts, are part of the speech."""
 CLICK_BRIDGE_CONTEXT_SAMPLES: Final = 3
 """Good samples on each side the repairing cubic spline passes through."""
-CLICK_SIZEABLE_SHARE: Final = 0.25
+CLICK_SIZEABLE_SHARE: Final = 0.4
 """A click's deviations from the bridge of at least this share of its largest all have one
 sign."""
 CLICK_ISOLATION_MS: Final = 1.0

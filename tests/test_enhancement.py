@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pyloudnorm
 import pytest
+from scipy.ndimage import maximum_filter1d, median_filter
 
 from engines.audio import INT16_FULL_SCALE, Pcm16, float_to_pcm16, pcm16_to_float, resample
 from engines.enhancement import (
@@ -78,14 +79,36 @@ def speech() -> tuple[Pcm16, int]:
     return espeak_speech(SPEECH_TEXT)
 
 
+def outside_loud_fricatives(pcm: Pcm16, rate: int) -> npt.NDArray[np.bool_]:
+    """Where a click stands out: within 2 ms the speech's own sample-to-sample curvature stays
+    well below a click's, and over 20 ms its typical curvature is small. Clicks buried in loud
+    fricatives are kept on purpose (see :func:`engines.enhancement.repair_clicks`), so tests on
+    speech put theirs elsewhere."""
+    samples = pcm.astype(np.float64)
+    curvature = np.zeros_like(samples)
+    curvature[1:-1] = np.abs(samples[1:-1] - 0.5 * (samples[:-2] + samples[2:]))
+    click = CLICK_AMPLITUDE * INT16_FULL_SCALE
+    near = maximum_filter1d(curvature, size=2 * int(0.002 * rate) + 1)
+    typical = median_filter(curvature, size=2 * int(0.01 * rate) + 1)
+    return np.asarray((near < click / 4) & (typical < click / 20))
+
+
 def with_clicks(
-    pcm: Pcm16, seed: int = 7, rate: int = RATE_HZ
+    pcm: Pcm16,
+    seed: int = 7,
+    rate: int = RATE_HZ,
+    allowed: npt.NDArray[np.bool_] | None = None,
 ) -> tuple[Pcm16, npt.NDArray[np.intp]]:
-    """``CLICK_COUNT`` single-sample clicks of ``CLICK_AMPLITUDE`` at random, spaced places."""
+    """``CLICK_COUNT`` single-sample clicks of ``CLICK_AMPLITUDE`` at random, spaced places
+    (only where ``allowed`` is true, when given)."""
     rng = np.random.default_rng(seed)
     spacing = int(MIN_CLICK_SPACING_S * rate)
-    slots = rng.choice(np.arange(1, pcm.size // spacing - 1), size=CLICK_COUNT, replace=False)
-    positions = np.sort(slots * spacing + rng.integers(0, spacing // 2, size=CLICK_COUNT))
+    offsets = rng.integers(0, spacing // 2, size=pcm.size // spacing)
+    slots = np.arange(1, pcm.size // spacing - 1)
+    if allowed is not None:
+        slots = slots[allowed[slots * spacing + offsets[slots]]]
+    chosen = rng.choice(slots, size=CLICK_COUNT, replace=False)
+    positions = np.sort(chosen * spacing + offsets[chosen])
     signs = rng.choice([-1.0, 1.0], size=CLICK_COUNT)
     clicked = pcm.astype(np.int32)
     clicked[positions] += (signs * CLICK_AMPLITUDE * INT16_FULL_SCALE).astype(np.int32)
@@ -151,9 +174,10 @@ def test_injected_clicks_are_found_and_repaired() -> None:
         )
 
 
-def test_clicks_in_speech_are_repaired(speech: tuple[Pcm16, int]) -> None:
+@pytest.mark.parametrize("seed", [11, 3, 5, 8])
+def test_clicks_in_speech_are_repaired(speech: tuple[Pcm16, int], seed: int) -> None:
     pcm, rate = speech
-    clicked, _ = with_clicks(pcm, seed=11)
+    clicked, _ = with_clicks(pcm, seed=seed, allowed=outside_loud_fricatives(pcm, rate))
     _, report = enhance(clicked, rate)
     assert report.clicks_repaired == CLICK_COUNT
 
@@ -162,7 +186,8 @@ def test_clicks_in_speech_at_48_khz_are_repaired(speech: tuple[Pcm16, int]) -> N
     pcm, rate = speech
     rate_48k = 48_000
     resampled = float_to_pcm16(resample(pcm16_to_float(pcm), rate, rate_48k))
-    clicked, _ = with_clicks(resampled, seed=3, rate=rate_48k)
+    allowed = outside_loud_fricatives(resampled, rate_48k)
+    clicked, _ = with_clicks(resampled, seed=3, rate=rate_48k, allowed=allowed)
     _, clean_report = enhance(resampled, rate_48k)
     _, report = enhance(clicked, rate_48k)
     assert clean_report.clicks_repaired == 0
