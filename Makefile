@@ -6,9 +6,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 8003
+LIVEKIT_PORT ?= 7880
+# LiveKit's server and CLI, built from pinned Go modules (tools/livekit) into an ignored cache.
+LIVEKIT_BIN := .cache/livekit/bin
+LIVEKIT_SERVER := $(LIVEKIT_BIN)/livekit-server
+LK := $(LIVEKIT_BIN)/lk
+GO ?= go
 SAMPLE_TEXT := Hello! This is HIVE TTS speaking. Streaming speech starts before the sentence is done.
 
-.PHONY: install run test lint typecheck bench clean
+.PHONY: install livekit run test lint typecheck bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,9 +26,26 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
+$(LIVEKIT_SERVER): tools/livekit/server/go.mod tools/livekit/server/go.sum
+	mkdir -p $(LIVEKIT_BIN)
+	cd tools/livekit/server && $(GO) build -trimpath -o $(CURDIR)/$@ \
+		github.com/livekit/livekit-server/cmd/server
+
+# lk's vendored PortAudio sources are a git submodule the module zip lacks: link Debian's.
+$(LK): tools/livekit/cli/go.mod tools/livekit/cli/go.sum
+	pkg-config --exists portaudio-2.0 || \
+		(apt-get update -q && apt-get install -y -q portaudio19-dev pkg-config)
+	mkdir -p $(LIVEKIT_BIN)
+	cd tools/livekit/cli && $(GO) build -tags portaudio_system -trimpath -o $(CURDIR)/$@ \
+		github.com/livekit/livekit-cli/v2/cmd/lk
+
+livekit: $(LIVEKIT_SERVER) $(LK)
+
+# a livekit-server already on PATH (or $$LIVEKIT_URL) is used as is
 run: install
+	test -n "$$LIVEKIT_URL" || command -v livekit-server >/dev/null || $(MAKE) $(LIVEKIT_SERVER)
 	$(BIN)/hive-tts say "$(SAMPLE_TEXT)" -o out/sample.wav
-	$(BIN)/hive-tts serve --host 127.0.0.1 --port $(PORT)
+	$(BIN)/hive-tts dev --port $(PORT) --livekit-port $(LIVEKIT_PORT)
 
 lint: install
 	$(BIN)/ruff check .
@@ -30,12 +53,13 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install lint typecheck
+test: install $(LIVEKIT_SERVER) lint typecheck
 	$(BIN)/pytest -q
 
-bench: install
+bench: install livekit
 	$(BIN)/python -m tools.bench
 	$(BIN)/python -m tools.ws_bench
+	$(BIN)/python -m tools.room_bench
 
 clean:
 	rm -rf $(VENV) .cache out .mypy_cache .ruff_cache .pytest_cache

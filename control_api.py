@@ -24,6 +24,7 @@ from api.errors import ERROR_COUNTER, error_middleware, json_error
 from api.openai_voices import OPENAI_MODELS, OPENAI_VOICES, looks_japanese
 from api.openapi import OPENAPI_SPEC
 from api.request_parsing import audio_format, number_option, parse_json_object, parse_synthesis
+from api.rooms import LiveKitSettings, add_room_routes
 from api.services import ApiServices, encode_chunk, finish_encoding
 from api.ws_session import WebSocketSession
 from engines.audio import AudioChunk
@@ -292,9 +293,11 @@ def create_app(
     *,
     synthesizer: SpeechSynthesizer | None = None,
     quality_scoring: bool = True,
+    livekit: LiveKitSettings | None = None,
 ) -> web.Application:
     """The control API. A given ``synthesizer`` is used as is (and not closed by the app);
-    otherwise the app loads the engines when it starts and releases them when it stops."""
+    otherwise the app loads the engines when it starts and releases them when it stops.
+    ``livekit`` enables the room routes (without it they answer 503 saying what to set)."""
     settings = config.api
     app = web.Application(
         middlewares=[
@@ -304,6 +307,7 @@ def create_app(
         client_max_size=settings.max_body_bytes,
     )
     app.add_routes(routes)
+    add_room_routes(app, livekit)
     app[ERROR_COUNTER] = lambda code: app[SERVICES].metrics.errors.labels(code).inc()
 
     async def engines(app: web.Application) -> AsyncIterator[None]:

@@ -61,7 +61,7 @@ def parse_json_object(raw: str | bytes) -> dict[str, Any]:
     return value
 
 
-def _optional_str(body: Mapping[str, Any], key: str) -> str | None:
+def optional_str(body: Mapping[str, Any], key: str) -> str | None:
     value = body.get(key)
     if value is None:
         return None
@@ -136,16 +136,16 @@ def parse_synthesis(
     return ParsedRequest(
         synthesis=SynthesisRequest(
             text=text,
-            voice_id=_optional_str(body, "voice_id"),
-            language=_optional_str(body, "language"),
-            engine=_optional_str(body, "engine"),
-            quality=_optional_str(body, "quality"),
-            strategy=_optional_str(body, "strategy"),
+            voice_id=optional_str(body, "voice_id"),
+            language=optional_str(body, "language"),
+            engine=optional_str(body, "engine"),
+            quality=optional_str(body, "quality"),
+            strategy=optional_str(body, "strategy"),
             speed=number_option(body, "speed", 1.0),
             sample_rate=sample_rate,
         ),
         request_id=None if request_id is None else str(request_id),
-        audio_format=audio_format(_optional_str(body, "format"), default_format),
+        audio_format=audio_format(optional_str(body, "format"), default_format),
         stream=_flag(body, "stream", True),
         enhance_audio=_flag(body, "enhance_audio", False),
     )

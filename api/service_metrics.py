@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from engines.synthesizer import Utterance
+from engines.synthesizer import UtteranceResult
 
 # around the 250 ms goal, finer below it
 TTFA_BUCKETS_S = (
@@ -87,8 +87,7 @@ class ServiceMetrics:
             registry=r,
         )
 
-    def observe_utterance(self, utterance: Utterance, outcome: str, duration_s: float) -> None:
-        result = utterance.result
+    def observe_utterance(self, result: UtteranceResult, outcome: str, duration_s: float) -> None:
         engine = result.engine or "none"
         self.requests.labels(engine, result.language, outcome).inc()
         if result.ttfa_ms is not None:
@@ -97,3 +96,40 @@ class ServiceMetrics:
         self.audio_seconds.labels(engine).inc(result.audio_duration_s)
         for fallback in result.fallbacks:
             self.fallbacks.labels(fallback["engine"]).inc()
+
+
+class WorkerMetrics(ServiceMetrics):
+    """The service's metrics plus what a LiveKit worker adds, per room."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        r = self.registry
+        self.rooms = Gauge("tts_rooms_active", "Rooms this worker is in", registry=r)
+        self.room_queue = Gauge(
+            "tts_room_queue_depth",
+            "Utterances waiting to be spoken, per room",
+            ["room"],
+            registry=r,
+        )
+        self.room_tracks = Gauge(
+            "tts_room_tracks", "Audio tracks published, per room", ["room"], registry=r
+        )
+        self.room_speaking = Gauge(
+            "tts_room_speaking_tracks", "Tracks speaking now, per room", ["room"], registry=r
+        )
+        self.underruns = Counter(
+            "tts_playback_underruns",
+            "Times a track's audio ran out before the utterance ended",
+            ["room"],
+            registry=r,
+        )
+        self.worker_load = Gauge(
+            "tts_worker_load", "Load reported to the LiveKit server (0..1)", registry=r
+        )
+
+    def forget_room(self, room: str) -> None:
+        for gauge in (self.room_queue, self.room_tracks, self.room_speaking):
+            try:
+                gauge.remove(room)
+            except KeyError:
+                pass

@@ -88,7 +88,7 @@ class ApiServices:
             raise
         finally:
             metrics.active_sessions.dec()
-            metrics.observe_utterance(utterance, outcome, time.perf_counter() - started)
+            metrics.observe_utterance(utterance.result, outcome, time.perf_counter() - started)
             if outcome == "ok" and keep and self.sampler is not None and utterance.result.engine:
                 self.sampler.offer(
                     utterance.result.engine, np.concatenate(keep), utterance.prepared.sample_rate

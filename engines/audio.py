@@ -85,6 +85,8 @@ class AudioChunk:
 
     pcm: Pcm16
     sample_rate: int
+    text: str = ""
+    """What this audio says (one text piece; empty where unknown), for captions."""
 
     @property
     def duration_s(self) -> float:

@@ -77,6 +77,12 @@ class EngineBackend(ABC):
         return executor._work_queue.qsize() if isinstance(executor, ThreadPoolExecutor) else 0
 
     @property
+    def worker_threads(self) -> int:
+        """Threads this engine synthesizes on (0 when it has no pool of its own)."""
+        executor = getattr(self, "_executor", None)
+        return executor._max_workers if isinstance(executor, ThreadPoolExecutor) else 0
+
+    @property
     def ready(self) -> bool:
         return self.state is EngineState.READY
 

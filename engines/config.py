@@ -84,10 +84,36 @@ class ApiSettings(_Section):
     """Score every n-th utterance with DNSMOS, off the hot path (0: never)."""
 
 
+class SpeakPermission(_Section):
+    """Who may make the agent speak (a room's metadata may narrow it further)."""
+
+    allowed_identities: tuple[str, ...] = ()
+    """Only these participants (empty: anyone)."""
+    required_attributes: dict[str, str] = Field(default_factory=dict)
+    """Participant attributes a sender must carry, e.g. set by the token issuer."""
+
+
+class AgentSettings(_Section):
+    agent_name: str = Field(default="hive-tts", min_length=1)
+    auto_join: bool = False
+    """Also join every new room (LiveKit's automatic dispatch) instead of explicit only."""
+    max_queue_per_room: int = Field(default=16, ge=1)
+    max_packet_bytes: int = Field(default=65_536, ge=256)
+    load_threshold: float = Field(default=0.85, gt=0, le=1)
+    """Above this load (CPU or engine queue, 0..1) the worker takes no new rooms."""
+    drain_timeout_s: int = Field(default=120, ge=1)
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    """Prometheus metrics of the worker (0: any free port)."""
+    health_port: int = Field(default=8081, ge=0, le=65535)
+    """livekit-agents' own health endpoint (0: any free port)."""
+    permission: SpeakPermission = SpeakPermission()
+
+
 class ServiceConfig(_Section):
     engines: EngineSelection = EngineSelection()
     limits: Limits = Limits()
     api: ApiSettings = ApiSettings()
+    agent: AgentSettings = AgentSettings()
     models_dir: Path = Path("models")
     """Extra model files (Piper voices, ...). Relative paths are relative to the config file."""
     voices_file: Path = Path("voices.yaml")

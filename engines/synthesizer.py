@@ -324,7 +324,7 @@ class Utterance:
                 continue
             joined = np.concatenate([pause(after, voice.sample_rate, policy), shaped])
             out = resample(joined, voice.sample_rate, prepared.sample_rate)
-            chunk = AudioChunk(float_to_pcm16(out), prepared.sample_rate)
+            chunk = AudioChunk(float_to_pcm16(out), prepared.sample_rate, piece.text)
             del audio, shaped, joined, out  # a session waiting on a slow reader holds PCM only
             first = self.result.ttfa_ms is None
             if first:

@@ -1,4 +1,4 @@
-"""``hive-tts``: speak text to a file, list voices (and, later, serve the API and the agent).
+"""``hive-tts``: speak text to a file, list voices, serve the API, run the LiveKit agent.
 
 The environment is read here and only here: ``HIVE_TTS_CONFIG`` names the configuration file.
 """
@@ -61,6 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the control API (HTTP + WebSocket)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     serve.add_argument("--port", type=int, default=8003)
+
+    agent = commands.add_parser(
+        "agent", help="run the LiveKit agent worker (LIVEKIT_URL, LIVEKIT_API_KEY/SECRET)"
+    )
+    agent.add_argument("--metrics-port", type=int, help="Prometheus port (default from config)")
+    agent.add_argument("--health-port", type=int, help="livekit-agents health port")
+
+    dev = commands.add_parser(
+        "dev", help="local LiveKit server + agent worker + control API, all on loopback"
+    )
+    dev.add_argument("--port", type=int, default=8003, help="control API port")
+    dev.add_argument("--livekit-port", type=int, default=7880, help="LiveKit server port")
+    dev.add_argument("--room", default="hive-demo", help="demo room to open")
 
     voices = commands.add_parser("voices", help="list voices with their engines")
     voices.add_argument("--language", help="only voices of this language")
@@ -150,6 +163,7 @@ def _with_env_keys(config: ServiceConfig) -> ServiceConfig:
 def _serve(config: ServiceConfig, args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from api.rooms import LiveKitSettings
     from control_api import create_app
 
     print(
@@ -157,8 +171,32 @@ def _serve(config: ServiceConfig, args: argparse.Namespace) -> int:
         f"(WebSocket ws://{args.host}:{args.port}/ws/synthesize)",
         flush=True,
     )
-    web.run_app(create_app(config), host=args.host, port=args.port, print=None, handle_signals=True)
+    livekit = LiveKitSettings.from_env(config.agent.agent_name)
+    app = create_app(config, livekit=livekit)
+    web.run_app(app, host=args.host, port=args.port, print=None, handle_signals=True)
     return 0
+
+
+def _agent(config: ServiceConfig, args: argparse.Namespace) -> int:
+    from agent.worker import run_worker
+
+    update: dict[str, int] = {}
+    if args.metrics_port is not None:
+        update["metrics_port"] = args.metrics_port
+    if args.health_port is not None:
+        update["health_port"] = args.health_port
+    if update:
+        config = config.model_copy(update={"agent": config.agent.model_copy(update=update)})
+    asyncio.run(run_worker(config))
+    return 0
+
+
+def _dev(config: ServiceConfig, args: argparse.Namespace) -> int:
+    from hive_tts.dev import run_dev
+
+    return run_dev(
+        config, args.config, port=args.port, livekit_port=args.livekit_port, room=args.room
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -171,6 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _with_env_keys(load_config(_config_path(args.config)))
         if args.command == "serve":
             return _serve(config, args)
+        if args.command == "agent":
+            return _agent(config, args)
+        if args.command == "dev":
+            return _dev(config, args)
         command = _say if args.command == "say" else _voices
         return asyncio.run(command(config, args))
     except HiveTTSError as exc:

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from agent.livekit_server import DevServer
 from engines.config import ServiceConfig, load_config
 from engines.synthesizer import SpeechSynthesizer, build_backends
 from engines.voices import VoiceCatalog
 from tests.api_fixtures import ApiClient, api_client
+from tests.livekit_fixtures import WorkerProcess, start_server
 from tests.transcriber import Transcriber
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -49,3 +51,43 @@ async def api(
     """The control API on a real loopback socket, one app (own metrics) per test module."""
     async with api_client(service_config, synthesizer) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def livekit_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    """The pinned livekit-server build, ``--dev`` on free loopback ports, for the whole run."""
+    server = start_server(tmp_path_factory.mktemp("livekit"))
+    yield server
+    server.stop()
+
+
+AGENT_TEST_CONFIG = """\
+agent:
+  max_queue_per_room: 3
+  max_packet_bytes: 4096
+limits:
+  max_text_chars: 2000
+"""
+
+
+@pytest.fixture(scope="session")
+def agent_config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("agent-config") / "config.yaml"
+    path.write_text(
+        AGENT_TEST_CONFIG
+        + f"voices_file: {REPO_ROOT / 'voices.yaml'}\nmodels_dir: {REPO_ROOT / 'models'}\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def agent_worker(
+    livekit_server: DevServer, agent_config_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    """One ``hive-tts agent`` process serving every room of a test module."""
+    worker = WorkerProcess(
+        livekit_server, agent_config_file, tmp_path_factory.mktemp("worker") / "worker.log"
+    )
+    worker.wait_registered()
+    yield worker
+    worker.stop()

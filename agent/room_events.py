@@ -1,0 +1,50 @@
+"""Events on ``tts.events``, sent to whoever asked for the speech."""
+
+from __future__ import annotations
+
+import json
+import logging
+from enum import StrEnum
+from typing import Any
+
+from livekit import rtc
+
+from agent.speak_request import TOPIC_EVENTS
+
+logger = logging.getLogger(__name__)
+
+
+class EventType(StrEnum):
+    QUEUED = "queued"
+    STARTED = "started"
+    FINISHED = "finished"
+    ERROR = "error"
+
+
+class EventSender:
+    """Publishes one JSON object per event, reliably, to the requester only.
+
+    A packet from the server API names no sender; its events go to ``reply_to`` when the packet
+    named one, else to everyone in the room."""
+
+    def __init__(self, room: rtc.Room) -> None:
+        self._room = room
+
+    async def send(
+        self, event: EventType, request_id: str | None, reply_to: str | None, **fields: Any
+    ) -> None:
+        body = {"type": event.value, "id": request_id, **fields}
+        try:
+            await self._room.local_participant.publish_data(
+                json.dumps(body),
+                reliable=True,
+                topic=TOPIC_EVENTS,
+                destination_identities=[reply_to] if reply_to else [],
+            )
+        except Exception as exc:  # the requester left, or the room is closing
+            logger.info("event %s for %s not delivered: %s", event.value, request_id, exc)
+
+    async def error(
+        self, request_id: str | None, reply_to: str | None, code: str, message: str
+    ) -> None:
+        await self.send(EventType.ERROR, request_id, reply_to, code=code, message=message)

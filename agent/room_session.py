@@ -1,0 +1,284 @@
+"""What the agent does in one room: take ``tts.speak`` text, speak it on per-language tracks.
+
+Text arrives as data packets (a whole request each) or as text streams on the same topic
+(options in the stream's attributes, text as it is written: speech starts before the stream
+closes). Every request is answered on ``tts.events``; bad input gets an ``error`` event and
+never stops the room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from livekit import rtc
+
+from agent.engine_host import EngineHost, HostedUtterance
+from agent.room_events import EventSender, EventType
+from agent.speak_policy import SpeakPolicy
+from agent.speak_request import (
+    TOPIC_SPEAK,
+    TRACK_ATTRIBUTE_PREFIX,
+    DrainingError,
+    NotAllowedError,
+    QueueFullError,
+    SpeakMode,
+    SpeakRequest,
+    parse_speak_packet,
+    parse_stream_attributes,
+)
+from agent.track_player import QueuedSpeech, TrackPlayer
+from api.service_metrics import WorkerMetrics
+from engines.config import AgentSettings
+from engines.errors import HiveTTSError, TextTooLongError
+
+logger = logging.getLogger(__name__)
+
+
+class RoomSession:
+    def __init__(
+        self,
+        room: rtc.Room,
+        host: EngineHost,
+        settings: AgentSettings,
+        metrics: WorkerMetrics,
+        policy: SpeakPolicy,
+        max_text_chars: int,
+    ) -> None:
+        self.room = room
+        self._host = host
+        self._settings = settings
+        self._metrics = metrics
+        self._policy = policy
+        self._max_text_chars = max_text_chars
+        self._events = EventSender(room)
+        self._players: dict[tuple[str, str], TrackPlayer] = {}
+        self._publishing = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._arriving = 0
+        """Requests past the queue check but not yet queued (their text is being planned)."""
+        self.draining = False
+        self.closed = asyncio.Event()
+
+    def attach(self) -> None:
+        self.room.on("data_received", self._on_data)
+        self.room.register_text_stream_handler(TOPIC_SPEAK, self._on_text_stream)
+        self._metrics.rooms.inc()
+
+    # -- input --------------------------------------------------------------------------
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_data(self, packet: rtc.DataPacket) -> None:
+        if packet.topic != TOPIC_SPEAK:
+            return
+        self._spawn(self.handle_packet(packet.data, packet.participant))
+
+    def _on_text_stream(self, reader: rtc.TextStreamReader, identity: str) -> None:
+        self._spawn(self.handle_text_stream(reader, identity))
+
+    def _sender_attributes(self, identity: str | None) -> dict[str, str]:
+        participant = self.room.remote_participants.get(identity or "")
+        return dict(participant.attributes) if participant is not None else {}
+
+    async def handle_packet(
+        self, payload: bytes, participant: rtc.RemoteParticipant | None
+    ) -> None:
+        received_at = time.perf_counter()
+        identity = participant.identity if participant is not None else None
+        request: SpeakRequest | None = None
+        try:
+            self._check_sender(identity)
+            request = parse_speak_packet(
+                payload, sender=identity, max_bytes=self._settings.max_packet_bytes
+            )
+            self._check_room_for(request)
+            self._arriving += 1
+            try:
+                utterance = await self._host.speak(request.synthesis)
+                await self._enqueue(request, utterance, received_at)
+            finally:
+                self._arriving -= 1
+        except HiveTTSError as exc:
+            await self._refuse(exc, request, identity, payload)
+
+    async def handle_text_stream(self, reader: rtc.TextStreamReader, identity: str) -> None:
+        received_at = time.perf_counter()
+        request: SpeakRequest | None = None
+        utterance: HostedUtterance | None = None
+        try:
+            self._check_sender(identity)
+            request = parse_stream_attributes(reader.info.attributes or {}, sender=identity)
+            if not reader.info.attributes or "id" not in reader.info.attributes:
+                request = SpeakRequest(
+                    reader.info.stream_id, request.synthesis, request.mode, request.reply_to
+                )
+            self._check_room_for(request)
+            self._arriving += 1
+            try:
+                utterance = await self._host.open_text_stream(request.synthesis)
+                await self._enqueue(request, utterance, received_at)
+            finally:
+                self._arriving -= 1
+            received = 0
+            async for text in reader:
+                received += len(text)
+                if received > self._max_text_chars:
+                    raise TextTooLongError(received, self._max_text_chars)
+                await utterance.push_text(text)
+        except HiveTTSError as exc:
+            await self._refuse(exc, request, identity, b"")
+        except Exception as exc:  # the sender vanished mid-stream: speak what arrived
+            logger.info("text stream from %s ended early: %s", identity, exc)
+        finally:
+            if utterance is not None:
+                with contextlib.suppress(HiveTTSError):
+                    await utterance.end_input()
+            with contextlib.suppress(Exception):
+                reader.close()
+
+    def _check_sender(self, identity: str | None) -> None:
+        if self.draining:
+            raise DrainingError("this agent is shutting down and takes no new text")
+        refusal = self._policy.refusal(identity, self._sender_attributes(identity))
+        if refusal is not None:
+            raise NotAllowedError(refusal)
+
+    def _check_room_for(self, request: SpeakRequest) -> None:
+        if request.mode is SpeakMode.INTERRUPT:
+            return
+        waiting = self._arriving + sum(player.waiting for player in self._players.values())
+        if waiting >= self._settings.max_queue_per_room:
+            raise QueueFullError(
+                f"{waiting} utterances are already waiting in this room (limit "
+                f"{self._settings.max_queue_per_room}); send with mode 'interrupt' or wait for "
+                "'finished' events"
+            )
+
+    async def _refuse(
+        self,
+        exc: HiveTTSError,
+        request: SpeakRequest | None,
+        identity: str | None,
+        payload: bytes,
+    ) -> None:
+        request_id = request.id if request is not None else _id_of(payload)
+        reply_to = request.reply_to if request is not None else identity
+        self._metrics.errors.labels(exc.code).inc()
+        await self._events.error(request_id, reply_to, exc.code, str(exc))
+
+    # -- output -------------------------------------------------------------------------
+
+    async def _enqueue(
+        self, request: SpeakRequest, utterance: HostedUtterance, received_at: float
+    ) -> None:
+        player = await self._player_for(utterance.language, utterance.voice_id)
+        if request.mode is SpeakMode.INTERRUPT:
+            for dropped in await player.interrupt():
+                await self._events.send(
+                    EventType.FINISHED,
+                    dropped.request.id,
+                    dropped.request.reply_to,
+                    track=player.name,
+                    interrupted=True,
+                    audio_duration_s=0.0,
+                )
+        interrupting = request.mode is SpeakMode.INTERRUPT
+        position = player.waiting + (1 if player.busy and not interrupting else 0)
+        player.enqueue(QueuedSpeech(request, utterance, received_at))
+        self._update_gauges()
+        await self._events.send(
+            EventType.QUEUED,
+            request.id,
+            request.reply_to,
+            track=player.name,
+            position=position,
+            voice_id=utterance.voice_id,
+            language=utterance.language,
+        )
+
+    async def _player_for(self, language: str, voice_id: str) -> TrackPlayer:
+        async with self._publishing:
+            player = self._players.get((language, voice_id))
+            if player is not None:
+                return player
+            taken = {p.name for p in self._players.values()}
+            name = f"tts-{language}"
+            if name in taken:
+                name = f"tts-{language}-{voice_id}"
+            player = TrackPlayer(self.room, name, language, voice_id, self._events, self._metrics)
+            await player.publish()
+            self._players[(language, voice_id)] = player
+            await self.room.local_participant.set_attributes(
+                {
+                    TRACK_ATTRIBUTE_PREFIX + name: json.dumps(
+                        {"language": language, "voice_id": voice_id, "track_sid": player.track_sid}
+                    )
+                }
+            )
+            self._metrics.room_tracks.labels(self.room.name).set(len(self._players))
+            return player
+
+    def _update_gauges(self) -> None:
+        waiting = sum(player.waiting for player in self._players.values())
+        self._metrics.room_queue.labels(self.room.name).set(waiting)
+
+    def tracks(self) -> list[dict[str, object]]:
+        return [
+            {
+                "name": p.name,
+                "language": p.language,
+                "voice_id": p.voice_id,
+                "track_sid": p.track_sid,
+                "speaking": p.busy,
+                "waiting": p.waiting,
+            }
+            for p in self._players.values()
+        ]
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Take no new text, drop what waits, finish what is being spoken."""
+        self.draining = True
+        for player in self._players.values():
+            for dropped in await player.drop_waiting():
+                await self._events.error(
+                    dropped.request.id,
+                    dropped.request.reply_to,
+                    DrainingError.code,
+                    "this agent is shutting down; the request was not spoken",
+                )
+        await asyncio.gather(*(player.idle() for player in self._players.values()))
+
+    async def aclose(self, reason: str = "") -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        for task in list(self._tasks):
+            task.cancel()
+        for player in self._players.values():
+            with contextlib.suppress(Exception):
+                await player.aclose()
+        self._metrics.rooms.dec()
+        self._metrics.forget_room(self.room.name)
+
+
+def _id_of(payload: bytes) -> str | None:
+    """The request id of a packet that failed validation, if it has a readable one."""
+    try:
+        value = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    request_id = value.get("id") if isinstance(value, dict) else None
+    return str(request_id) if isinstance(request_id, str | int) else None
+
+
+SessionCallback = Callable[[RoomSession], None]

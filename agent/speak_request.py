@@ -1,0 +1,148 @@
+"""``tts.speak`` messages (data packets and text-stream attributes) -> :class:`SpeakRequest`."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from api.request_parsing import BadJsonError, number_option, optional_str, parse_json_object
+from engines.errors import InvalidOptionError, RequestError
+from engines.synthesizer import SynthesisRequest
+
+TOPIC_SPEAK = "tts.speak"
+TOPIC_EVENTS = "tts.events"
+TOPIC_TRANSCRIPTION = "lk.transcription"
+AGENT_ATTRIBUTE = "hive-tts.agent"
+"""Participant attribute marking the agent in a room."""
+READY_ATTRIBUTE = "hive-tts.ready"
+"""Set once the agent listens on ``tts.speak`` (text sent before would be lost)."""
+TRACK_ATTRIBUTE_PREFIX = "tts.track."
+"""Participant attribute per track: ``tts.track.tts-fr`` = ``{"language", "voice_id", ...}``."""
+
+MAX_ID_CHARS = 128
+
+
+class SpeakMode(StrEnum):
+    QUEUE = "queue"
+    INTERRUPT = "interrupt"
+
+
+class NotAllowedError(RequestError):
+    code = "not_allowed"
+    http_status = 403
+
+
+class QueueFullError(RequestError):
+    code = "queue_full"
+    http_status = 429
+
+
+class DrainingError(RequestError):
+    code = "draining"
+    http_status = 503
+
+
+class CloningUnsupportedError(RequestError):
+    code = "cloning_unavailable"
+
+
+_KEYS = frozenset(
+    {
+        "id",
+        "text",
+        "language",
+        "voice_id",
+        "engine",
+        "quality",
+        "strategy",
+        "speed",
+        "mode",
+        "reply_to",
+    }
+)
+
+
+@dataclass(frozen=True)
+class SpeakRequest:
+    id: str
+    synthesis: SynthesisRequest
+    mode: SpeakMode
+    reply_to: str | None
+    """Identity the events go to (the sender; a server-sent packet may name one)."""
+
+
+def new_request_id() -> str:
+    return f"tts_{uuid.uuid4().hex[:12]}"
+
+
+def parse_speak_packet(payload: bytes, *, sender: str | None, max_bytes: int) -> SpeakRequest:
+    """A ``tts.speak`` data packet; raises a ``RequestError`` naming what was wrong."""
+    if len(payload) > max_bytes:
+        raise BadJsonError(f"packet of {len(payload)} bytes is over the {max_bytes} byte limit")
+    try:
+        raw = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadJsonError("packet is not UTF-8 text (binary data on tts.speak)") from None
+    return speak_request(parse_json_object(raw), sender=sender, require_text=True)
+
+
+def parse_stream_attributes(attributes: Mapping[str, str], *, sender: str) -> SpeakRequest:
+    """The options of a ``tts.speak`` text stream, carried in its attributes (text follows)."""
+    body: dict[str, Any] = dict(attributes)
+    if "speed" in body:
+        try:
+            body["speed"] = float(body["speed"])
+        except ValueError:
+            raise InvalidOptionError("'speed' attribute must be a number") from None
+    body.pop("lk.segment_id", None)
+    return speak_request(body, sender=sender, require_text=False)
+
+
+def speak_request(
+    body: Mapping[str, Any], *, sender: str | None, require_text: bool
+) -> SpeakRequest:
+    unknown = sorted(set(body) - _KEYS - {"voice_clone_reference"})
+    if unknown:
+        raise InvalidOptionError(
+            f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_KEYS))}"
+        )
+    if body.get("voice_clone_reference") is not None:
+        raise CloningUnsupportedError(
+            "voice cloning needs the xtts engine, which is not available in this build"
+        )
+    text = body.get("text", None if require_text else "")
+    if not isinstance(text, str):
+        raise InvalidOptionError("'text' is required and must be a string")
+    request_id = body.get("id")
+    if request_id is None:
+        request_id = new_request_id()
+    elif isinstance(request_id, bool) or not isinstance(request_id, str | int):
+        raise InvalidOptionError("'id' must be a string or an integer")
+    request_id = str(request_id)
+    if not 0 < len(request_id) <= MAX_ID_CHARS:
+        raise InvalidOptionError(f"'id' must have 1..{MAX_ID_CHARS} characters")
+    mode_value = body.get("mode", SpeakMode.QUEUE.value)
+    try:
+        mode = SpeakMode(mode_value)
+    except ValueError:
+        raise InvalidOptionError(
+            f"'mode' {mode_value!r} is not one of {', '.join(m.value for m in SpeakMode)}"
+        ) from None
+    reply_to = optional_str(body, "reply_to") if sender is None else sender
+    return SpeakRequest(
+        id=request_id,
+        synthesis=SynthesisRequest(
+            text=text,
+            voice_id=optional_str(body, "voice_id"),
+            language=optional_str(body, "language"),
+            engine=optional_str(body, "engine"),
+            quality=optional_str(body, "quality"),
+            strategy=optional_str(body, "strategy"),
+            speed=number_option(body, "speed", 1.0),
+        ),
+        mode=mode,
+        reply_to=reply_to,
+    )

@@ -1,0 +1,288 @@
+"""One published audio track (a language/voice) and its FIFO of utterances.
+
+Audio goes out frame by frame (20 ms at 48 kHz) as the engines make it: nothing is written
+to a file, no utterance is buffered whole, and nothing is sent while the track is idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+from livekit import rtc
+
+from agent.captions import CaptionSegment
+from agent.engine_host import HostedUtterance
+from agent.room_events import EventSender, EventType
+from agent.speak_request import SpeakRequest
+from api.service_metrics import WorkerMetrics
+from engines.audio import LIVEKIT_SAMPLE_RATE, Pcm16
+from engines.errors import HiveTTSError
+
+logger = logging.getLogger(__name__)
+
+FRAME_MS = 20
+FRAME_SAMPLES = LIVEKIT_SAMPLE_RATE * FRAME_MS // 1000
+SOURCE_QUEUE_MS = 200
+"""Audio handed to WebRTC ahead of playout: room for the loop to stall without a gap."""
+INTERRUPT_FADE_MS = 5
+"""An interrupted utterance fades out over this long from the sample being played."""
+
+
+@dataclass
+class QueuedSpeech:
+    request: SpeakRequest
+    utterance: HostedUtterance
+    received_at: float
+    """``time.perf_counter()`` when the request arrived."""
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _FrameWriter:
+    """Cuts chunks into 20 ms frames (carrying the remainder over) and remembers what went out,
+    so an interruption can fade from the sample actually playing."""
+
+    def __init__(self, source: rtc.AudioSource) -> None:
+        self._source = source
+        self._carry = np.zeros(0, dtype=np.int16)
+        self._recent: deque[Pcm16] = deque()
+        self._recent_samples = 0
+        self.samples_out = 0
+
+    async def write(self, pcm: Pcm16) -> None:
+        data = np.concatenate([self._carry, pcm]) if self._carry.size else pcm
+        whole = data.size - data.size % FRAME_SAMPLES
+        self._carry = data[whole:].copy()
+        for start in range(0, whole, FRAME_SAMPLES):
+            await self._capture(data[start : start + FRAME_SAMPLES])
+
+    async def finish(self) -> None:
+        """Send the remainder, padded to a whole frame (utterances end on a fade)."""
+        if self._carry.size:
+            frame = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+            frame[: self._carry.size] = self._carry
+            self._carry = np.zeros(0, dtype=np.int16)
+            await self._capture(frame)
+
+    async def _capture(self, frame: Pcm16) -> None:
+        await self._source.capture_frame(
+            rtc.AudioFrame(frame.tobytes(), LIVEKIT_SAMPLE_RATE, 1, frame.size)
+        )
+        self.samples_out += frame.size
+        self._recent.append(frame)
+        self._recent_samples += frame.size
+        keep = LIVEKIT_SAMPLE_RATE * (SOURCE_QUEUE_MS + 2 * FRAME_MS) // 1000
+        while self._recent_samples - self._recent[0].size > keep:
+            self._recent_samples -= self._recent.popleft().size
+
+    def fade_out(self) -> Pcm16:
+        """The next few ms of what is playing now, faded to zero (after the queue is cleared)."""
+        queued = round(self._source.queued_duration * LIVEKIT_SAMPLE_RATE)
+        recent = np.concatenate(list(self._recent)) if self._recent else np.zeros(0, np.int16)
+        playing_at = max(0, recent.size - queued)
+        fade = LIVEKIT_SAMPLE_RATE * INTERRUPT_FADE_MS // 1000
+        tail = recent[playing_at : playing_at + fade].astype(np.float32)
+        out = np.zeros(FRAME_SAMPLES // 2, dtype=np.int16)
+        out[: tail.size] = (tail * np.linspace(1.0, 0.0, tail.size, dtype=np.float32)).astype(
+            np.int16
+        )
+        self._carry = np.zeros(0, dtype=np.int16)
+        self._recent.clear()
+        self._recent_samples = 0
+        return out
+
+
+class TrackPlayer:
+    """A mono 48 kHz track and the utterances waiting to be spoken on it, in order."""
+
+    def __init__(
+        self,
+        room: rtc.Room,
+        name: str,
+        language: str,
+        voice_id: str,
+        events: EventSender,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self.name = name
+        self.language = language
+        self.voice_id = voice_id
+        self._room = room
+        self._events = events
+        self._metrics = metrics
+        self._source = rtc.AudioSource(LIVEKIT_SAMPLE_RATE, 1, queue_size_ms=SOURCE_QUEUE_MS)
+        self._track = rtc.LocalAudioTrack.create_audio_track(name, self._source)
+        self._queue: deque[QueuedSpeech] = deque()
+        self._wakeup = asyncio.Event()
+        self._current: QueuedSpeech | None = None
+        self._play_task: asyncio.Task[None] | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._writer = _FrameWriter(self._source)
+        self.track_sid = ""
+
+    async def publish(self) -> None:
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        publication = await self._room.local_participant.publish_track(self._track, options)
+        self.track_sid = publication.sid
+        self._runner = asyncio.create_task(self._run(), name=f"player-{self.name}")
+
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
+
+    @property
+    def busy(self) -> bool:
+        return self._current is not None or bool(self._queue)
+
+    def enqueue(self, item: QueuedSpeech) -> None:
+        self._queue.append(item)
+        self._wakeup.set()
+
+    async def drop_waiting(self) -> list[QueuedSpeech]:
+        """Empty the queue (the utterance playing goes on); returns what was dropped."""
+        dropped = list(self._queue)
+        self._queue.clear()
+        for item in dropped:
+            await item.utterance.aclose()
+            item.done.set()
+        return dropped
+
+    async def interrupt(self) -> list[QueuedSpeech]:
+        """Stop the utterance playing (fading out within one frame) and empty the queue;
+        returns the queued utterances dropped (the playing one reports itself)."""
+        dropped = await self.drop_waiting()
+        task = self._play_task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return dropped
+
+    async def idle(self) -> None:
+        """Wait until everything queued has been spoken."""
+        while self.busy:
+            item = self._current or self._queue[-1]
+            await item.done.wait()
+
+    async def aclose(self) -> None:
+        await self.interrupt()
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        await self._source.aclose()
+
+    async def _run(self) -> None:
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            item = self._queue.popleft()
+            self._current = item
+            self._play_task = asyncio.create_task(self._play(item), name=f"speak-{item.request.id}")
+            try:
+                await asyncio.shield(self._play_task)
+            except asyncio.CancelledError:
+                if not self._play_task.done():  # the runner itself is being stopped
+                    self._play_task.cancel()
+                    raise
+            finally:
+                item.done.set()
+                self._current = None
+                self._play_task = None
+
+    async def _play(self, item: QueuedSpeech) -> None:
+        request = item.request
+        segment = CaptionSegment(self._room, request.id, self.track_sid)
+        captions: asyncio.Task[None] | None = None
+        started = time.perf_counter()
+        first = True
+        outcome = "ok"
+        try:
+            async for chunk in item.utterance:
+                if first:
+                    first = False
+                    ttfa_ms = (time.perf_counter() - item.received_at) * 1000
+                    # the first frame goes out before anything else is awaited
+                    await self._writer.write(chunk.pcm[:FRAME_SAMPLES])
+                    asyncio.create_task(
+                        self._events.send(
+                            EventType.STARTED,
+                            request.id,
+                            request.reply_to,
+                            track=self.name,
+                            ttfa_ms=round(ttfa_ms, 1),
+                            engine_ttfa_ms=_rounded(item.utterance.result.ttfa_ms),
+                            engine=item.utterance.result.engine,
+                            voice_id=self.voice_id,
+                            language=self.language,
+                        )
+                    )
+                    self._metrics.room_speaking.labels(self._room.name).inc()
+                    rest = chunk.pcm[FRAME_SAMPLES:]
+                else:
+                    rest = chunk.pcm
+                    if self._source.queued_duration == 0:  # the listener heard a gap
+                        self._metrics.underruns.labels(self._room.name).inc()
+                captions = _chain(captions, segment.write(chunk.text))
+                await self._writer.write(rest)
+            await self._writer.finish()
+            await self._source.wait_for_playout()
+        except asyncio.CancelledError:
+            outcome = "interrupted"
+            self._source.clear_queue()
+            with contextlib.suppress(Exception):
+                await self._writer._capture(self._writer.fade_out())
+            raise
+        except HiveTTSError as exc:
+            outcome = "error"
+            await self._writer.finish()
+            await self._events.error(request.id, request.reply_to, exc.code, str(exc))
+        except Exception as exc:
+            outcome = "error"
+            logger.exception("utterance %s failed", request.id)
+            await self._events.error(request.id, request.reply_to, "internal_error", str(exc))
+        finally:
+            if not first:
+                self._metrics.room_speaking.labels(self._room.name).dec()
+            await item.utterance.aclose()
+            if captions is not None:
+                with contextlib.suppress(Exception):
+                    await captions
+            await segment.close()
+            result = item.utterance.result
+            self._metrics.observe_utterance(result, outcome, time.perf_counter() - started)
+            if outcome != "error":
+                await self._events.send(
+                    EventType.FINISHED,
+                    request.id,
+                    request.reply_to,
+                    track=self.name,
+                    interrupted=outcome == "interrupted",
+                    engine=result.engine,
+                    engines=result.engines,
+                    voice_id=self.voice_id,
+                    audio_duration_s=round(result.audio_duration_s, 3),
+                    characters=result.characters,
+                )
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _chain(previous: asyncio.Task[None] | None, step: object) -> asyncio.Task[None]:
+    """Run caption writes one after another without holding up the audio."""
+
+    async def run() -> None:
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                await previous
+        await step  # type: ignore[misc]
+
+    return asyncio.create_task(run())

@@ -1,0 +1,292 @@
+"""A real LiveKit server, real agent worker processes and real room participants, for tests.
+
+The server is the pinned build ``make`` puts in ``.cache/livekit/bin`` (started with
+``--dev`` on free loopback ports); workers are ``hive-tts agent`` child processes; listeners
+and senders are ``livekit.rtc`` rooms in the test process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from livekit import api as lkapi
+from livekit import rtc
+
+from agent.livekit_server import BUILD_CACHE, SERVER_ENV, DevServer
+from agent.speak_request import (
+    AGENT_ATTRIBUTE,
+    READY_ATTRIBUTE,
+    TOPIC_EVENTS,
+    TOPIC_SPEAK,
+    TOPIC_TRANSCRIPTION,
+)
+from engines.audio import LIVEKIT_SAMPLE_RATE, Pcm16
+from hive_tts.paths import PROJECT_ROOT
+
+WORKER_START_TIMEOUT_S = 180.0
+AGENT_JOIN_TIMEOUT_S = 60.0
+EVENT_TIMEOUT_S = 60.0
+AUDIBLE_PEAK = 300
+"""A received frame whose peak passes this (int16) is sound, not silence or dither."""
+
+
+def start_server(log_dir: Path) -> DevServer:
+    os.environ.setdefault(SERVER_ENV, str(BUILD_CACHE / "livekit-server"))
+    return DevServer.start(log_dir=log_dir)
+
+
+class WorkerProcess:
+    """``hive-tts agent`` as a child process, its output watched for readiness."""
+
+    def __init__(self, server: DevServer, config: Path | None, log_path: Path) -> None:
+        command = [sys.executable, "-m", "hive_tts.cli", "-v"]
+        if config is not None:
+            command += ["--config", str(config)]
+        command += ["agent", "--metrics-port", "0", "--health-port", "0"]
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        self.process = subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            env={**os.environ, **server.env(), "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+        )
+        self.metrics_url: str | None = None
+        self.worker_id: str | None = None
+        self.lines: list[str] = []
+        self._registered = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip())
+            if line.startswith("metrics: "):
+                self.metrics_url = line.split(" ", 1)[1].strip()
+            if line.startswith("registered worker "):
+                self.worker_id = line.split()[-1]
+                self._registered.set()
+        self._registered.set()
+
+    def wait_registered(self, timeout: float = WORKER_START_TIMEOUT_S) -> None:
+        if not self._registered.wait(timeout) or self.worker_id is None:
+            raise RuntimeError(f"worker did not register: {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-3000:]
+        return ""
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        self.signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+
+def room_name(prefix: str = "room") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def token(server: DevServer, room: str, identity: str, attributes: Mapping[str, str] = {}) -> str:
+    grants = lkapi.VideoGrants(room_join=True, room=room, can_publish_data=True)
+    builder = (
+        lkapi.AccessToken(server.api_key, server.api_secret)
+        .with_identity(identity)
+        .with_grants(grants)
+    )
+    if attributes:
+        builder = builder.with_attributes(dict(attributes))
+    return builder.to_jwt()
+
+
+@dataclass
+class ReceivedTrack:
+    name: str
+    sid: str
+    frames: list[tuple[float, Pcm16]] = field(default_factory=list)
+    sample_rates: set[int] = field(default_factory=set)
+
+    def audio(self, since: float = 0.0) -> Pcm16:
+        pcms = [pcm for at, pcm in self.frames if at >= since]
+        return np.concatenate(pcms) if pcms else np.zeros(0, dtype=np.int16)
+
+    def first_audible(self, since: float) -> float | None:
+        for at, pcm in self.frames:
+            if at >= since and int(np.max(np.abs(pcm.astype(np.int32)))) > AUDIBLE_PEAK:
+                return at
+        return None
+
+    def audible_seconds(self, since: float, until: float = float("inf")) -> float:
+        return sum(
+            pcm.size / LIVEKIT_SAMPLE_RATE
+            for at, pcm in self.frames
+            if since <= at < until and int(np.max(np.abs(pcm.astype(np.int32)))) > AUDIBLE_PEAK
+        )
+
+
+@dataclass
+class Caption:
+    text: str
+    attributes: dict[str, str]
+    final_attributes: dict[str, str]
+
+
+class Participant:
+    """A person or pipeline in a room: hears the agent's tracks, sends text, reads events."""
+
+    def __init__(self, identity: str) -> None:
+        self.identity = identity
+        self.room = rtc.Room()
+        self.tracks: dict[str, ReceivedTrack] = {}
+        self.events: list[tuple[float, dict[str, object]]] = []
+        self.captions: list[Caption] = []
+        self._changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.room.on("track_subscribed", self._on_track)
+        self.room.on("data_received", self._on_data)
+        self.room.register_text_stream_handler(TOPIC_TRANSCRIPTION, self._on_caption)
+
+    async def join(
+        self, server: DevServer, room: str, attributes: Mapping[str, str] = {}
+    ) -> Participant:
+        await self.room.connect(server.url, token(server, room, self.identity, attributes))
+        return self
+
+    async def leave(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.room.disconnect()
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _notify(self) -> None:
+        self._changed.set()
+
+    def _on_track(
+        self,
+        track: rtc.Track,
+        publication: rtc.RemoteTrackPublication,
+        participant: rtc.RemoteParticipant,
+    ) -> None:
+        if not isinstance(track, rtc.RemoteAudioTrack):
+            return
+        received = ReceivedTrack(track.name, publication.sid)
+        self.tracks[track.name] = received
+        self._notify()
+
+        async def read() -> None:
+            stream = rtc.AudioStream(track, sample_rate=LIVEKIT_SAMPLE_RATE, num_channels=1)
+            async for event in stream:
+                frame = event.frame
+                received.sample_rates.add(frame.sample_rate)
+                pcm = np.frombuffer(frame.data, dtype=np.int16).copy()
+                received.frames.append((time.perf_counter(), pcm))
+
+        self._spawn(read())
+
+    def _on_data(self, packet: rtc.DataPacket) -> None:
+        if packet.topic == TOPIC_EVENTS:
+            self.events.append((time.perf_counter(), json.loads(packet.data)))
+            self._notify()
+
+    def _on_caption(self, reader: rtc.TextStreamReader, identity: str) -> None:
+        async def read() -> None:
+            attributes = dict(reader.info.attributes or {})
+            text = "".join([chunk async for chunk in reader])
+            final = dict(reader.info.attributes or {})
+            self.captions.append(Caption(text, attributes, final))
+            self._notify()
+
+        self._spawn(read())
+
+    async def send(self, body: Mapping[str, object] | bytes, to: str = TOPIC_SPEAK) -> float:
+        """Publish a ``tts.speak`` packet; returns when it was sent (``perf_counter``)."""
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        sent = time.perf_counter()
+        await self.room.local_participant.publish_data(payload, topic=to, reliable=True)
+        return sent
+
+    def errors(self, code: str | None = None) -> list[dict[str, object]]:
+        return [
+            event
+            for _, event in self.events
+            if event.get("type") == "error" and code in (None, event.get("code"))
+        ]
+
+    def events_for(self, request_id: str | None) -> list[dict[str, object]]:
+        return [event for _, event in self.events if event.get("id") == request_id]
+
+    async def wait_for(
+        self, predicate: Callable[[], bool], timeout: float = EVENT_TIMEOUT_S, what: str = "?"
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out waiting for {what}; events: {self.events}")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.2))
+
+    async def wait_event(
+        self, request_id: str | None, kind: str, timeout: float = EVENT_TIMEOUT_S
+    ) -> dict[str, object]:
+        def found() -> bool:
+            return any(e.get("type") == kind for e in self.events_for(request_id))
+
+        await self.wait_for(found, timeout, f"{kind} event of {request_id}")
+        return next(e for e in self.events_for(request_id) if e.get("type") == kind)
+
+
+async def dispatch_agent(server: DevServer, room: str, metadata: str = "") -> None:
+    """Create ``room`` (with ``metadata``) and dispatch the agent into it."""
+    async with lkapi.LiveKitAPI(server.http_url, server.api_key, server.api_secret) as client:
+        await client.room.create_room(lkapi.CreateRoomRequest(name=room, metadata=metadata))
+        await client.agent_dispatch.create_dispatch(
+            lkapi.CreateAgentDispatchRequest(agent_name="hive-tts", room=room)
+        )
+
+
+async def wait_agent_ready(participant: Participant, timeout: float = AGENT_JOIN_TIMEOUT_S) -> str:
+    """The agent's identity, once it listens in the participant's room."""
+
+    def agent() -> rtc.RemoteParticipant | None:
+        for p in participant.room.remote_participants.values():
+            if p.attributes.get(AGENT_ATTRIBUTE) and p.attributes.get(READY_ATTRIBUTE):
+                return p
+        return None
+
+    await participant.wait_for(lambda: agent() is not None, timeout, "the agent to join")
+    found = agent()
+    assert found is not None
+    return found.identity
