@@ -21,6 +21,7 @@ from agent.engine_host import EngineHost, HostedUtterance
 from agent.room_events import EventSender, EventType
 from agent.speak_policy import SpeakPolicy
 from agent.speak_request import (
+    SPEAK_ATTRIBUTE,
     TOPIC_SPEAK,
     TRACK_ATTRIBUTE_PREFIX,
     DrainingError,
@@ -28,6 +29,7 @@ from agent.speak_request import (
     QueueFullError,
     SpeakMode,
     SpeakRequest,
+    parse_speak_attribute,
     parse_speak_packet,
     parse_stream_attributes,
 )
@@ -66,8 +68,12 @@ class RoomSession:
 
     def attach(self) -> None:
         self.room.on("data_received", self._on_data)
+        self.room.on("participant_connected", self._on_participant)
+        self.room.on("participant_attributes_changed", self._on_attributes)
         self.room.register_text_stream_handler(TOPIC_SPEAK, self._on_text_stream)
         self._metrics.rooms.inc()
+        for participant in self.room.remote_participants.values():
+            self._on_participant(participant)
 
     # -- input --------------------------------------------------------------------------
 
@@ -80,6 +86,40 @@ class RoomSession:
         if packet.topic != TOPIC_SPEAK:
             return
         self._spawn(self.handle_packet(packet.data, packet.participant))
+
+    def _on_participant(self, participant: rtc.RemoteParticipant) -> None:
+        self._on_attributes({SPEAK_ATTRIBUTE: ""}, participant)
+
+    def _on_attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:
+        value = participant.attributes.get(SPEAK_ATTRIBUTE, "")
+        if (
+            SPEAK_ATTRIBUTE in changed
+            and value.strip()
+            and participant.identity != (self.room.local_participant.identity)
+        ):
+            self._spawn(self.handle_attribute(value, participant.identity))
+
+    async def handle_attribute(self, value: str, identity: str) -> None:
+        """A participant's ``tts.speak`` attribute: spoken like a packet from them."""
+        received_at = time.perf_counter()
+        request: SpeakRequest | None = None
+        try:
+            self._check_sender(identity)
+            request = parse_speak_attribute(
+                value, sender=identity, max_bytes=self._settings.max_packet_bytes
+            )
+            await self._accept(request, received_at)
+        except HiveTTSError as exc:
+            await self._refuse(exc, request, identity, value.encode())
+
+    async def _accept(self, request: SpeakRequest, received_at: float) -> None:
+        self._check_room_for(request)
+        self._arriving += 1
+        try:
+            utterance = await self._host.speak(request.synthesis)
+            await self._enqueue(request, utterance, received_at)
+        finally:
+            self._arriving -= 1
 
     def _on_text_stream(self, reader: rtc.TextStreamReader, identity: str) -> None:
         self._spawn(self.handle_text_stream(reader, identity))
@@ -99,13 +139,7 @@ class RoomSession:
             request = parse_speak_packet(
                 payload, sender=identity, max_bytes=self._settings.max_packet_bytes
             )
-            self._check_room_for(request)
-            self._arriving += 1
-            try:
-                utterance = await self._host.speak(request.synthesis)
-                await self._enqueue(request, utterance, received_at)
-            finally:
-                self._arriving -= 1
+            await self._accept(request, received_at)
         except HiveTTSError as exc:
             await self._refuse(exc, request, identity, payload)
 

@@ -19,6 +19,10 @@ AGENT_ATTRIBUTE = "hive-tts.agent"
 """Participant attribute marking the agent in a room."""
 READY_ATTRIBUTE = "hive-tts.ready"
 """Set once the agent listens on ``tts.speak`` (text sent before would be lost)."""
+SPEAK_ATTRIBUTE = "tts.speak"
+"""A participant attribute the agent speaks when it appears or changes: a ``tts.speak`` JSON
+object, or plain text (for tools that can only set attributes, such as
+``lk perf agent-load-test --attribute tts.speak=...``)."""
 TRACK_ATTRIBUTE_PREFIX = "tts.track."
 """Participant attribute per track: ``tts.track.tts-fr`` = ``{"language", "voice_id", ...}``."""
 
@@ -87,6 +91,13 @@ def parse_speak_packet(payload: bytes, *, sender: str | None, max_bytes: int) ->
     except UnicodeDecodeError:
         raise BadJsonError("packet is not UTF-8 text (binary data on tts.speak)") from None
     return speak_request(parse_json_object(raw), sender=sender, require_text=True)
+
+
+def parse_speak_attribute(value: str, *, sender: str, max_bytes: int) -> SpeakRequest:
+    """The ``tts.speak`` participant attribute: a JSON request object, or plain text."""
+    if value.lstrip().startswith("{"):
+        return parse_speak_packet(value.encode(), sender=sender, max_bytes=max_bytes)
+    return speak_request({"text": value}, sender=sender, require_text=True)
 
 
 def parse_stream_attributes(attributes: Mapping[str, str], *, sender: str) -> SpeakRequest:

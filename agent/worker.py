@@ -43,12 +43,14 @@ class WorkerState:
     host: EngineHost
     metrics: WorkerMetrics
     load: LoadMonitor
-    sessions: dict[RoomSession, asyncio.AbstractEventLoop] = field(default_factory=dict)
+    sessions: dict[RoomSession, tuple[asyncio.AbstractEventLoop, JobContext]] = field(
+        default_factory=dict
+    )
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, session: RoomSession) -> None:
+    def add(self, session: RoomSession, ctx: JobContext) -> None:
         with self.lock:
-            self.sessions[session] = asyncio.get_running_loop()
+            self.sessions[session] = (asyncio.get_running_loop(), ctx)
 
     def remove(self, session: RoomSession) -> None:
         with self.lock:
@@ -66,17 +68,16 @@ class WorkerState:
         with self.lock:
             sessions = list(self.sessions.items())
         futures = [
-            asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_drain_room(s), loop))
-            for s, loop in sessions
+            asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_drain_room(s, ctx), loop))
+            for s, (loop, ctx) in sessions
         ]
         await asyncio.gather(*futures, return_exceptions=True)
 
 
-async def _drain_room(session: RoomSession) -> None:
+async def _drain_room(session: RoomSession, ctx: JobContext) -> None:
     await session.drain()
     await session.aclose("worker draining")
-    with contextlib.suppress(Exception):
-        await session.room.disconnect()
+    ctx.shutdown("worker draining")
 
 
 _STATE: WorkerState | None = None
@@ -110,7 +111,7 @@ async def entrypoint(ctx: JobContext) -> None:
         worker.config.limits.max_text_chars,
     )
     session.attach()
-    worker.add(session)
+    worker.add(session, ctx)
     # listening now: the control API waits for this before it sends text
     await ctx.room.local_participant.set_attributes({READY_ATTRIBUTE: "1"})
 

@@ -115,7 +115,9 @@ def room_name(prefix: str = "room") -> str:
 
 
 def token(server: DevServer, room: str, identity: str, attributes: Mapping[str, str] = {}) -> str:
-    grants = lkapi.VideoGrants(room_join=True, room=room, can_publish_data=True)
+    grants = lkapi.VideoGrants(
+        room_join=True, room=room, can_publish_data=True, can_update_own_metadata=True
+    )
     builder = (
         lkapi.AccessToken(server.api_key, server.api_secret)
         .with_identity(identity)
