@@ -59,7 +59,7 @@ class _FrameWriter:
         whole = data.size - data.size % FRAME_SAMPLES
         self._carry = data[whole:].copy()
         for start in range(0, whole, FRAME_SAMPLES):
-            await self._capture(data[start : start + FRAME_SAMPLES])
+            await self.capture(data[start : start + FRAME_SAMPLES])
 
     async def finish(self) -> None:
         """Send the remainder, padded to a whole frame (utterances end on a fade)."""
@@ -67,9 +67,9 @@ class _FrameWriter:
             frame = np.zeros(FRAME_SAMPLES, dtype=np.int16)
             frame[: self._carry.size] = self._carry
             self._carry = np.zeros(0, dtype=np.int16)
-            await self._capture(frame)
+            await self.capture(frame)
 
-    async def _capture(self, frame: Pcm16) -> None:
+    async def capture(self, frame: Pcm16) -> None:
         await self._source.capture_frame(
             rtc.AudioFrame(frame.tobytes(), LIVEKIT_SAMPLE_RATE, 1, frame.size)
         )
@@ -235,9 +235,10 @@ class TrackPlayer:
             await self._source.wait_for_playout()
         except asyncio.CancelledError:
             outcome = "interrupted"
+            fade = self._writer.fade_out()  # taken from the queue before it is emptied
             self._source.clear_queue()
             with contextlib.suppress(Exception):
-                await self._writer._capture(self._writer.fade_out())
+                await self._writer.capture(fade)
             raise
         except HiveTTSError as exc:
             outcome = "error"

@@ -178,6 +178,49 @@ OPENAPI_SPEC: dict[str, Any] = {
                 },
             }
         },
+        "/rooms/{room}/speak": {
+            "post": {
+                "summary": "Make the LiveKit agent speak in a room (dispatching it if needed)",
+                "parameters": [
+                    {"name": "room", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["text"],
+                                "properties": {
+                                    "text": {"type": "string"},
+                                    "id": {"type": "string"},
+                                    "language": {"type": "string"},
+                                    "voice_id": {"type": "string"},
+                                    "engine": {"type": "string"},
+                                    "quality": {"type": "string"},
+                                    "speed": {"type": "number"},
+                                    "mode": {"enum": ["queue", "interrupt"]},
+                                    "reply_to": {
+                                        "type": "string",
+                                        "description": "identity that receives tts.events",
+                                    },
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "202": {"description": "{id, room, dispatched, status}: text handed over"},
+                    **_errors(400, 401, 502, 503, 504),
+                },
+            }
+        },
+        "/rooms": {
+            "get": {
+                "summary": "Rooms the agent is in, with its tracks",
+                "responses": {"200": {"description": "{rooms: [...]}"}, **_errors(401, 503)},
+            }
+        },
         "/openapi.json": {
             "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}
         },

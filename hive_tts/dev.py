@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 from datetime import timedelta
 
 from aiohttp import web
@@ -64,6 +65,8 @@ async def _greet_first_listener(
 def run_dev(
     config: ServiceConfig, config_file: str | None, *, port: int, livekit_port: int, room: str
 ) -> int:
+    # the dev server's key pair is short on purpose (loopback only)
+    warnings.filterwarnings("ignore", message="The HMAC key is .* bytes long")
     server: DevServer | None = None
     url = os.environ.get("LIVEKIT_URL")
     if url:

@@ -1,0 +1,779 @@
+"""End-to-end benchmark of the LiveKit agent: real server, real worker, real rooms. Prints figures,
+asserts nothing.
+
+Run from the repository root::
+
+    .venv/bin/python -m tools.room_bench [--rooms 1,10,40] [--utterances 3] [--json out.json]
+                                         [--lk-load-test SECONDS] [--lk-rooms N]
+                                         [--wait-quiet SECONDS]
+                                         [--livekit-url URL --api-key KEY --api-secret SECRET
+                                          [--metrics-url URL] [--worker-pid PID]]
+
+Without ``--livekit-url`` it starts ``livekit-server --dev`` on free loopback ports and one
+``hive-tts agent`` worker (default ``config.yaml``). For each room count N, in turn, with fresh
+rooms: dispatch the agent into N rooms, join each with one participant that both sends and
+listens, and wait until every agent is ready (worker RSS before and after: memory per room).
+Then every room speaks ``--utterances`` English sentences one after another (each after the
+previous ``finished`` event and a random 0.3-1.0 s pause; rooms start at random within 1 s).
+Per utterance:
+
+- **listener TTFA**: ``tts.speak`` sent -> first received frame of ``tts-en`` with a peak above
+  300 (int16);
+- the agent's ``ttfa_ms`` (packet received -> first audio handed to WebRTC) and
+  ``engine_ttfa_ms`` (engine alone) from the ``started`` event;
+- **listener underruns**: the listener's stream delivers a 10 ms frame every 10 ms, silence
+  included, so a gap of more than 30 ms between consecutive frames while the utterance plays
+  (first audible frame -> ``finished`` event) is one.
+
+Per N also: the worker's CPU over the speaking phase (user + system, children included) per
+room, its ``tts_playback_underruns_total`` delta, and the cores this process and every other
+process used meanwhile (the machine is shared). Afterwards every participant leaves and the tool
+waits for the worker's ``tts_rooms_active`` to fall to 0.
+
+``--lk-load-test SECONDS`` then runs ``lk perf agent-load-test`` against the same server and
+worker (each of its rooms sets the ``tts.speak`` attribute), polling the worker's metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import re
+import sys
+import tempfile
+import time
+import urllib.request
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import psutil
+from livekit import api as lkapi
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent.livekit_server import LK_ENV, DevServer, find_binary
+from tests.livekit_fixtures import (
+    AUDIBLE_PEAK,
+    Participant,
+    ReceivedTrack,
+    WorkerProcess,
+    dispatch_agent,
+    room_name,
+    start_server,
+    wait_agent_ready,
+)
+from tools.bench import (
+    BYTES_PER_MB,
+    MS_PER_S,
+    P50,
+    P95,
+    cpu_snapshot,
+    heading,
+    percentile,
+    render_table,
+    wait_for_quiet,
+)
+
+# the workload
+DEFAULT_ROOMS = (1, 10, 40)
+DEFAULT_UTTERANCES = 3
+SEED = 20261125
+TRACK = "tts-en"
+START_SPREAD_S = 1.0
+PAUSE_RANGE_S = (0.3, 1.0)
+SENTENCES = (
+    "Thanks for calling the front desk. How can I help you this afternoon?",
+    "Your order has shipped and should arrive on Thursday before noon.",
+    "I'm sorry, I didn't quite catch that. Could you say it once more, a little slower?",
+    "The next train to the airport leaves at ten forty from platform three.",
+    "I've sent a six digit confirmation code to the phone number on your account.",
+    "Your appointment with Doctor Patel is confirmed for Tuesday at three in the afternoon.",
+    "Great, I've booked a table for four at seven thirty tonight, near the window.",
+    "Your current balance is two hundred and twelve dollars, due on the first of next month.",
+    "The weather in Paris is sunny today, with a light breeze from the west and a high of "
+    "twenty degrees.",
+    "Please hold for a moment while I transfer you to someone who can help with billing.",
+    "Is there anything else I can help you with today, or shall I close this ticket?",
+    "Turn left at the second light, then the parking garage entrance is on your right.",
+)
+LK_SENTENCE = "Hello, this is the load test speaking. Thanks for joining the room."
+
+# listener-side underruns
+FRAME_S = 0.010
+GAP_LIMIT_S = FRAME_S + 0.020
+"""Consecutive 10 ms frames further apart than this while an utterance plays: an underrun."""
+
+# bounds: every wait ends by itself
+JOIN_TIMEOUT_S = 60.0
+JOIN_CONCURRENCY = 8
+DEFAULT_UTTERANCE_TIMEOUT_S = 120.0
+LEAVE_TIMEOUT_S = 60.0
+METRICS_POLL_S = 0.5
+LK_POLL_S = 1.0
+LK_GRACE_S = 90.0
+"""``lk perf`` gets this long beyond its ``--duration`` before it is killed."""
+LK_TAIL_LINES = 40
+LAG_PROBE_S = 0.05
+
+# targets, on this machine
+TARGET_ROOMS = 10
+TARGET_P50_MS = 150.0
+TARGET_P95_MS = 250.0
+
+METRIC_ROOMS = "tts_rooms_active"
+METRIC_UNDERRUNS = "tts_playback_underruns_total"
+METRIC_REQUESTS = "tts_synthesis_requests_total"
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+# ---------------------------------------------------------------------------------------------
+# the worker, seen from outside
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    """A LiveKit server given on the command line (the fixtures read only these fields)."""
+
+    url: str
+    http_url: str
+    api_key: str
+    api_secret: str
+
+
+class WorkerProbe:
+    """The worker's CPU and RSS (psutil, children included) and its Prometheus metrics; each is
+    ``None`` when the tool does not know the worker's pid or metrics URL."""
+
+    def __init__(self, pid: int | None, metrics_url: str | None) -> None:
+        self._process = psutil.Process(pid) if pid is not None else None
+        self.metrics_url = metrics_url
+
+    def _tree(self) -> list[psutil.Process]:
+        assert self._process is not None
+        return [self._process, *self._process.children(recursive=True)]
+
+    def _cpu_s(self) -> float | None:
+        if self._process is None:
+            return None
+        total = 0.0
+        for proc in self._tree():
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
+
+    def _rss_mb(self) -> float | None:
+        if self._process is None:
+            return None
+        total = 0
+        for proc in self._tree():
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return total / BYTES_PER_MB
+
+    async def cpu_s(self) -> float | None:
+        return await asyncio.to_thread(self._cpu_s)
+
+    async def rss_mb(self) -> float | None:
+        return await asyncio.to_thread(self._rss_mb)
+
+    def _metrics(self) -> dict[str, float]:
+        if self.metrics_url is None:
+            return {}
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as reply:
+            text = reply.read().decode()
+        sums: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                sums[sample.name] = sums.get(sample.name, 0.0) + float(sample.value)
+        return sums
+
+    async def metric(self, name: str) -> float | None:
+        """A metric summed over its labels; ``None`` when unknown or unreadable."""
+        try:
+            values = await asyncio.to_thread(self._metrics)
+        except OSError:
+            return None
+        return values.get(name, 0.0) if self.metrics_url is not None else None
+
+
+class LagProbe:
+    """How late this process's event loop wakes from short sleeps (its own load shows here)."""
+
+    def __init__(self) -> None:
+        self.lags_ms: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(LAG_PROBE_S)
+            self.lags_ms.append((time.perf_counter() - before - LAG_PROBE_S) * MS_PER_S)
+
+    def __enter__(self) -> LagProbe:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+# ---------------------------------------------------------------------------------------------
+# one utterance
+
+
+@dataclass
+class UtteranceSample:
+    room: str
+    request_id: str
+    characters: int
+    listener_ttfa_ms: float | None = None
+    agent_ttfa_ms: float | None = None
+    engine_ttfa_ms: float | None = None
+    audio_duration_s: float | None = None
+    listener_underruns: int = 0
+    largest_gap_ms: float = 0.0
+    error: str | None = None
+
+
+def _loud(pcm: np.ndarray[Any, Any]) -> bool:
+    return int(np.max(np.abs(pcm.astype(np.int32)))) > AUDIBLE_PEAK
+
+
+def listen(
+    track: ReceivedTrack | None, sent: float, done: float
+) -> tuple[float | None, int, float]:
+    """(first audible frame since ``sent``, underruns, largest gap in s) up to ``done``."""
+    if track is None:
+        return None, 0, 0.0
+    frames = track.frames[:]  # the stream task appends while we read
+    start = bisect_left(frames, sent, key=lambda frame: frame[0])
+    first = next((i for i in range(start, len(frames)) if _loud(frames[i][1])), None)
+    if first is None or frames[first][0] > done:
+        return None, 0, 0.0
+    times = [at for at, _ in frames[first:] if at <= done]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    return frames[first][0], sum(gap > GAP_LIMIT_S for gap in gaps), max(gaps, default=0.0)
+
+
+async def outcome(
+    participant: Participant, request_id: str, timeout: float
+) -> tuple[float, dict[str, object]] | None:
+    """The ``finished`` or ``error`` event of ``request_id`` and when it came, or ``None``."""
+
+    def found() -> tuple[float, dict[str, object]] | None:
+        for at, event in participant.events:
+            if event.get("id") == request_id and event.get("type") in ("finished", "error"):
+                return at, event
+        return None
+
+    with contextlib.suppress(AssertionError):
+        await participant.wait_for(lambda: found() is not None, timeout, request_id)
+    return found()
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+async def speak_once(
+    participant: Participant, room: str, request_id: str, text: str, timeout: float
+) -> UtteranceSample:
+    sample = UtteranceSample(room, request_id, len(text))
+    try:
+        sent = await participant.send({"id": request_id, "text": text, "language": "en"})
+    except Exception as exc:  # the room went away under us
+        sample.error = f"send: {exc}"
+        return sample
+    result = await outcome(participant, request_id, timeout)
+    if result is None:
+        sample.error = "timeout"
+        return sample
+    done_at, event = result
+    if event.get("type") == "error":
+        sample.error = f"error event: {event.get('code')}"
+        return sample
+    started = next(
+        (e for e in participant.events_for(request_id) if e.get("type") == "started"), {}
+    )
+    sample.agent_ttfa_ms = _number(started.get("ttfa_ms"))
+    sample.engine_ttfa_ms = _number(started.get("engine_ttfa_ms"))
+    sample.audio_duration_s = _number(event.get("audio_duration_s"))
+    first, sample.listener_underruns, gap = listen(participant.tracks.get(TRACK), sent, done_at)
+    sample.largest_gap_ms = gap * MS_PER_S
+    if first is None:
+        sample.error = "no audible audio before finished"
+    else:
+        sample.listener_ttfa_ms = (first - sent) * MS_PER_S
+    return sample
+
+
+async def speak_in_room(
+    participant: Participant, room: str, count: int, seed: int, timeout: float
+) -> list[UtteranceSample]:
+    rng = random.Random(seed)
+    await asyncio.sleep(rng.uniform(0.0, START_SPREAD_S))
+    samples = []
+    for index in range(count):
+        text = rng.choice(SENTENCES)
+        samples.append(await speak_once(participant, room, f"{room}-{index}", text, timeout))
+        await asyncio.sleep(rng.uniform(*PAUSE_RANGE_S))
+    return samples
+
+
+# ---------------------------------------------------------------------------------------------
+# one room count
+
+
+@dataclass
+class LevelResult:
+    rooms: int
+    rooms_ready: int = 0
+    join_s: float = 0.0
+    join_errors: list[str] = field(default_factory=list)
+    rss_before_mb: float | None = None
+    rss_joined_mb: float | None = None
+    speak_s: float = 0.0
+    worker_cpu_s: float | None = None
+    bench_cores: float = 0.0
+    other_cores: float = 0.0
+    steal_cores: float = 0.0
+    bench_lag_p99_ms: float = 0.0
+    bench_lag_max_ms: float = 0.0
+    worker_underruns: float | None = None
+    rooms_active_after_leave: float | None = None
+    leave_s: float = 0.0
+    samples: list[UtteranceSample] = field(default_factory=list)
+
+    @property
+    def errors(self) -> int:
+        return len(self.join_errors) + sum(s.error is not None for s in self.samples)
+
+    @property
+    def rss_per_room_mb(self) -> float | None:
+        if self.rss_before_mb is None or self.rss_joined_mb is None or not self.rooms_ready:
+            return None
+        return (self.rss_joined_mb - self.rss_before_mb) / self.rooms_ready
+
+    @property
+    def worker_cores(self) -> float | None:
+        return None if self.worker_cpu_s is None else self.worker_cpu_s / self.speak_s
+
+    @property
+    def cpu_percent_per_room(self) -> float | None:
+        cores = self.worker_cores
+        return None if cores is None or not self.rooms_ready else cores / self.rooms_ready * 100
+
+    def values(self, name: str) -> list[float]:
+        return [v for s in self.samples if (v := getattr(s, name)) is not None]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "errors": self.errors,
+            "rss_per_room_mb": self.rss_per_room_mb,
+            "worker_cores": self.worker_cores,
+            "cpu_percent_per_room": self.cpu_percent_per_room,
+        }
+
+
+async def open_room(
+    server: DevServer, name: str, gate: asyncio.Semaphore
+) -> tuple[Participant, str | None]:
+    """Dispatch the agent, join, wait for it; the participant and an error, if any."""
+    participant = Participant(f"bench-{name}")
+    async with gate:
+        try:
+            await dispatch_agent(server, name)
+            await participant.join(server, name)
+            await wait_agent_ready(participant, JOIN_TIMEOUT_S)
+        except Exception as exc:  # a timeout (AssertionError) or a refused dispatch
+            return participant, f"{name}: {type(exc).__name__}: {str(exc)[:200]}"
+    return participant, None
+
+
+async def wait_rooms_gone(probe: WorkerProbe, timeout: float) -> float | None:
+    deadline = time.monotonic() + timeout
+    active = await probe.metric(METRIC_ROOMS)
+    while active and time.monotonic() < deadline:
+        await asyncio.sleep(METRICS_POLL_S)
+        active = await probe.metric(METRIC_ROOMS)
+    return active
+
+
+async def delete_rooms(server: DevServer, names: Sequence[str]) -> None:
+    async with lkapi.LiveKitAPI(server.http_url, server.api_key, server.api_secret) as client:
+        for name in names:
+            with contextlib.suppress(Exception):
+                await client.room.delete_room(lkapi.DeleteRoomRequest(room=name))
+
+
+async def run_level(
+    server: DevServer, probe: WorkerProbe, rooms: int, utterances: int, timeout: float
+) -> LevelResult:
+    result = LevelResult(rooms)
+    print(f"\n-- {rooms} rooms: joining", flush=True)
+    result.rss_before_mb = await probe.rss_mb()
+    names = [room_name(f"bench{rooms}") for _ in range(rooms)]
+    gate = asyncio.Semaphore(JOIN_CONCURRENCY)
+    began = time.perf_counter()
+    opened = await asyncio.gather(*(open_room(server, name, gate) for name in names))
+    result.join_s = time.perf_counter() - began
+    result.join_errors = [error for _, error in opened if error is not None]
+    ready = [(name, p) for name, (p, error) in zip(names, opened, strict=True) if error is None]
+    result.rooms_ready = len(ready)
+    await asyncio.sleep(1.0)  # let the agents' joins settle before measuring memory
+    result.rss_joined_mb = await probe.rss_mb()
+    print(
+        f"   {len(ready)}/{rooms} agents ready in {result.join_s:.1f} s"
+        + (
+            f"; {len(result.join_errors)} failed, first: {result.join_errors[0]}"
+            if result.join_errors
+            else ""
+        ),
+        flush=True,
+    )
+
+    underruns_before = await probe.metric(METRIC_UNDERRUNS)
+    cpu_before = await probe.cpu_s()
+    machine = cpu_snapshot()
+    with LagProbe() as lag:
+        began = time.perf_counter()
+        per_room = await asyncio.gather(
+            *(
+                speak_in_room(p, name, utterances, SEED + index, timeout)
+                for index, (name, p) in enumerate(ready)
+            )
+        )
+        result.speak_s = time.perf_counter() - began
+    cpu_after = await probe.cpu_s()
+    now = cpu_snapshot()
+    underruns_after = await probe.metric(METRIC_UNDERRUNS)
+    result.samples = [sample for samples in per_room for sample in samples]
+    if cpu_before is not None and cpu_after is not None:
+        result.worker_cpu_s = cpu_after - cpu_before
+    wall = now.wall_s - machine.wall_s
+    result.bench_cores = (now.own_s - machine.own_s) / wall
+    busy = (now.busy_s - machine.busy_s) / wall
+    result.other_cores = max(0.0, busy - result.bench_cores - (result.worker_cores or 0.0))
+    result.steal_cores = (now.steal_s - machine.steal_s) / wall
+    if lag.lags_ms:
+        result.bench_lag_p99_ms = percentile(lag.lags_ms, 99.0)
+        result.bench_lag_max_ms = max(lag.lags_ms)
+    if underruns_before is not None and underruns_after is not None:
+        result.worker_underruns = underruns_after - underruns_before
+    print(
+        f"   spoke {len(result.samples)} utterances in {result.speak_s:.1f} s, "
+        f"{sum(s.error is not None for s in result.samples)} errors",
+        flush=True,
+    )
+
+    began = time.perf_counter()
+    await asyncio.gather(*(p.leave() for p, _ in opened), return_exceptions=True)
+    result.rooms_active_after_leave = await wait_rooms_gone(probe, LEAVE_TIMEOUT_S)
+    result.leave_s = time.perf_counter() - began
+    if result.rooms_active_after_leave:
+        print(
+            f"   worker still in {result.rooms_active_after_leave:.0f} rooms "
+            f"{LEAVE_TIMEOUT_S:.0f} s after everyone left; deleting the rooms",
+            flush=True,
+        )
+        await delete_rooms(server, names)
+        await wait_rooms_gone(probe, LEAVE_TIMEOUT_S)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# lk perf agent-load-test
+
+
+@dataclass
+class LkResult:
+    command: list[str]
+    returncode: int | None
+    wall_s: float
+    output_tail: str
+    rooms_active_peak: float | None
+    synthesis_requests: float | None
+    worker_underruns: float | None
+
+
+async def lk_load_test(server: DevServer, probe: WorkerProbe, rooms: int, seconds: int) -> LkResult:
+    command = [
+        str(find_binary("lk", LK_ENV)),
+        "perf",
+        "agent-load-test",
+        "--rooms",
+        str(rooms),
+        "--agent-name",
+        "hive-tts",
+        "--duration",
+        f"{seconds}s",
+        "--echo-speech-delay",
+        "2s",
+        "--attribute",
+        f"tts.speak={LK_SENTENCE}",
+        "--url",
+        server.http_url,
+        "--api-key",
+        server.api_key,
+        "--api-secret",
+        server.api_secret,
+    ]
+    print(f"\n-- lk perf agent-load-test: {rooms} rooms for {seconds} s", flush=True)
+    requests_before = await probe.metric(METRIC_REQUESTS)
+    underruns_before = await probe.metric(METRIC_UNDERRUNS)
+    began = time.perf_counter()
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+    output = asyncio.create_task(process.communicate())
+    peak: float | None = None
+    deadline = time.monotonic() + seconds + LK_GRACE_S
+    while not output.done() and time.monotonic() < deadline:
+        active = await probe.metric(METRIC_ROOMS)
+        if active is not None:
+            peak = max(peak or 0.0, active)
+        await asyncio.wait({output}, timeout=LK_POLL_S)
+    if not output.done():
+        process.kill()
+    stdout, _ = await output
+    wall = time.perf_counter() - began
+    await wait_rooms_gone(probe, LEAVE_TIMEOUT_S)
+    requests_after = await probe.metric(METRIC_REQUESTS)
+    underruns_after = await probe.metric(METRIC_UNDERRUNS)
+    lines = ANSI.sub("", (stdout or b"").decode(errors="replace")).splitlines()
+    return LkResult(
+        command=command,
+        returncode=process.returncode,
+        wall_s=wall,
+        output_tail="\n".join(lines[-LK_TAIL_LINES:]),
+        rooms_active_peak=peak,
+        synthesis_requests=_delta(requests_before, requests_after),
+        worker_underruns=_delta(underruns_before, underruns_after),
+    )
+
+
+def _delta(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _pct(values: Sequence[float], q: float) -> float | None:
+    return percentile(values, q) if values else None
+
+
+def print_levels(levels: Sequence[LevelResult]) -> None:
+    heading("Rooms: latency and underruns (ms; listener = tts.speak sent -> first audible frame)")
+    headers = [
+        "rooms", "ready", "utts", "listener p50", "p95", "max", "agent ttfa p50",
+        "engine ttfa p50", "listener underruns", "worker underruns", "largest gap",
+        "CPU %core/room", "RSS MB/room", "errors",
+    ]  # fmt: skip
+    rows = []
+    for level in levels:
+        listener = level.values("listener_ttfa_ms")
+        rows.append(
+            [
+                str(level.rooms),
+                str(level.rooms_ready),
+                str(len(listener)),
+                _fmt(_pct(listener, P50)),
+                _fmt(_pct(listener, P95)),
+                _fmt(max(listener, default=None)),
+                _fmt(_pct(level.values("agent_ttfa_ms"), P50)),
+                _fmt(_pct(level.values("engine_ttfa_ms"), P50)),
+                str(sum(s.listener_underruns for s in level.samples)),
+                _fmt(level.worker_underruns, 0),
+                _fmt(max(level.values("largest_gap_ms"), default=None)),
+                _fmt(level.cpu_percent_per_room),
+                _fmt(level.rss_per_room_mb),
+                str(level.errors),
+            ]
+        )
+    print(render_table(headers, rows))
+    print(
+        "agent ttfa = started.ttfa_ms (packet received -> first audio handed to WebRTC); engine "
+        "ttfa = started.engine_ttfa_ms;\nlistener underruns = gaps > "
+        f"{GAP_LIMIT_S * MS_PER_S:.0f} ms between received frames while an utterance played; "
+        "worker underruns = tts_playback_underruns_total delta"
+    )
+
+    heading("Rooms: conditions (cores averaged over the speaking phase; the machine has 2)")
+    headers = [
+        "rooms", "join s", "speak s", "worker cores", "bench cores", "bench lag p99/max ms",
+        "other procs", "steal", "RSS before MB", "RSS joined MB", "rooms left", "leave s",
+    ]  # fmt: skip
+    rows = [
+        [
+            str(level.rooms),
+            _fmt(level.join_s),
+            _fmt(level.speak_s),
+            _fmt(level.worker_cores, 2),
+            _fmt(level.bench_cores, 2),
+            f"{level.bench_lag_p99_ms:.0f}/{level.bench_lag_max_ms:.0f}",
+            _fmt(level.other_cores, 2),
+            _fmt(level.steal_cores, 2),
+            _fmt(level.rss_before_mb, 0),
+            _fmt(level.rss_joined_mb, 0),
+            _fmt(level.rooms_active_after_leave, 0),
+            _fmt(level.leave_s),
+        ]
+        for level in levels
+    ]
+    print(render_table(headers, rows))
+    print(
+        "bench = this process (every participant, listener and sender); rooms left = the "
+        f"worker's {METRIC_ROOMS} once everyone had left (waited up to {LEAVE_TIMEOUT_S:.0f} s)"
+    )
+    errors = [s for level in levels for s in level.samples if s.error is not None]
+    for sample in errors[:10]:
+        print(f"   error: {sample.request_id}: {sample.error}")
+    for level in levels:
+        for error in level.join_errors[:5]:
+            print(f"   join error: {error}")
+
+
+def print_targets(levels: Sequence[LevelResult]) -> None:
+    heading(f"Against the targets (at {TARGET_ROOMS} rooms; zero underruns at every level)")
+    for level in levels:
+        listener = level.values("listener_ttfa_ms")
+        p50, p95 = _pct(listener, P50), _pct(listener, P95)
+        underruns = sum(s.listener_underruns for s in level.samples)
+        worker = level.worker_underruns or 0
+        line = f"{level.rooms} rooms: underruns listener {underruns}, worker {worker:.0f}"
+        line += " (target 0) " + ("met" if underruns == 0 and worker == 0 else "MISSED")
+        if level.rooms == TARGET_ROOMS:
+            line += (
+                f"; listener TTFA p50 {_fmt(p50)} ms (target <= {TARGET_P50_MS:.0f}) "
+                + ("met" if p50 is not None and p50 <= TARGET_P50_MS else "MISSED")
+                + f", p95 {_fmt(p95)} ms (target <= {TARGET_P95_MS:.0f}) "
+                + ("met" if p95 is not None and p95 <= TARGET_P95_MS else "MISSED")
+            )
+        print(f"{line}; errors {level.errors}")
+
+
+def print_lk(result: LkResult) -> None:
+    heading("lk perf agent-load-test")
+    print("$ " + " ".join(result.command))
+    print(result.output_tail)
+    print(
+        f"exit {result.returncode} after {result.wall_s:.1f} s; worker: rooms_active peak "
+        f"{_fmt(result.rooms_active_peak, 0)}, synthesis requests "
+        f"{_fmt(result.synthesis_requests, 0)}, playback underruns "
+        f"{_fmt(result.worker_underruns, 0)}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+
+
+async def run(args: argparse.Namespace, server: DevServer, probe: WorkerProbe) -> dict[str, Any]:
+    levels = []
+    for rooms in args.rooms:
+        if args.wait_quiet > 0:
+            await asyncio.to_thread(wait_for_quiet, args.wait_quiet)
+        levels.append(await run_level(server, probe, rooms, args.utterances, args.timeout))
+    print_levels(levels)
+    print_targets(levels)
+    lk: LkResult | None = None
+    if args.lk_load_test > 0:
+        lk = await lk_load_test(server, probe, args.lk_rooms, args.lk_load_test)
+        print_lk(lk)
+    return {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "levels": [level.summary() for level in levels],
+        "lk_load_test": asdict(lk) if lk is not None else None,
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.room_bench", description=(__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument(
+        "--rooms",
+        default=",".join(map(str, DEFAULT_ROOMS)),
+        help="comma-separated room counts, run one after another (default %(default)s)",
+    )
+    parser.add_argument("--utterances", type=int, default=DEFAULT_UTTERANCES)
+    parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_UTTERANCE_TIMEOUT_S,
+        help="longest wait for one utterance's finished event (default %(default)s s)",
+    )
+    parser.add_argument("--lk-load-test", type=int, default=0, metavar="SECONDS")
+    parser.add_argument("--lk-rooms", type=int, default=5)
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS")
+    parser.add_argument("--livekit-url", default=None, help="a running server (ws://...)")
+    parser.add_argument("--api-key", default=None)
+    parser.add_argument("--api-secret", default=None)
+    parser.add_argument("--metrics-url", default=None, help="the running worker's /metrics")
+    parser.add_argument("--worker-pid", type=int, default=None, help="for its CPU and RSS")
+    args = parser.parse_args(argv)
+    try:
+        args.rooms = [int(r) for r in args.rooms.split(",") if r.strip()]
+    except ValueError:
+        parser.error("--rooms: comma-separated whole numbers")
+    if not args.rooms or min(args.rooms) < 1 or args.utterances < 1:
+        parser.error("--rooms and --utterances: at least 1")
+    if args.livekit_url and not (args.api_key and args.api_secret):
+        parser.error("--livekit-url needs --api-key and --api-secret")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    began = time.perf_counter()
+    log_dir = Path(tempfile.mkdtemp(prefix="room-bench-"))
+    dev: DevServer | None = None
+    worker: WorkerProcess | None = None
+    try:
+        if args.livekit_url:
+            http_url = re.sub(r"^ws", "http", args.livekit_url)
+            address = ServerAddress(args.livekit_url, http_url, args.api_key, args.api_secret)
+            server = cast(DevServer, address)  # the fixtures read only ServerAddress's fields
+            probe = WorkerProbe(args.worker_pid, args.metrics_url)
+        else:
+            dev = server = start_server(log_dir)
+            worker = WorkerProcess(server, None, log_dir / "worker.log")
+            worker.wait_registered()
+            probe = WorkerProbe(worker.process.pid, worker.metrics_url)
+            print(f"server {server.url}, worker pid {worker.process.pid}, logs in {log_dir}")
+        report = asyncio.run(run(args, server, probe))
+    finally:
+        if worker is not None:
+            worker.stop()
+        if dev is not None:
+            dev.stop()
+    report["total_s"] = time.perf_counter() - began
+    print(f"\ntotal {report['total_s']:.0f} s; logs in {log_dir}")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+        print(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
