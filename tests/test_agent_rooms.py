@@ -28,7 +28,9 @@ from tests.transcriber import Transcriber, character_error_rate, word_error_rate
 
 ENGLISH = "The weather in Paris is sunny today, with a light breeze from the west."
 JAPANESE = "今日はいい天気ですね。"
-JAPANESE_LONG = "今日はいい天気ですね。午後から友達と公園を散歩して、駅前の喫茶店でコーヒーを飲みます。"
+JAPANESE_LONG = (
+    "今日はいい天気ですね。午後から友達と公園を散歩して、駅前の喫茶店でコーヒーを飲みます。"
+)
 LONG_ENGLISH = (
     "This announcement is deliberately long, so that it is still being spoken when the next "
     "message interrupts it. It goes on about trains, platforms, timetables and the weather, "

@@ -5,14 +5,17 @@ Run from the repository root::
 
     .venv/bin/python -m tools.room_bench [--rooms 1,10,40] [--utterances 3] [--json out.json]
                                          [--lk-load-test SECONDS] [--lk-rooms N]
+                                         [--join-concurrency K] [--no-warmup]
                                          [--wait-quiet SECONDS]
                                          [--livekit-url URL --api-key KEY --api-secret SECRET
                                           [--metrics-url URL] [--worker-pid PID]]
 
 Without ``--livekit-url`` it starts ``livekit-server --dev`` on free loopback ports and one
-``hive-tts agent`` worker (default ``config.yaml``). For each room count N, in turn, with fresh
-rooms: dispatch the agent into N rooms, join each with one participant that both sends and
-listens, and wait until every agent is ready (worker RSS before and after: memory per room).
+``hive-tts agent`` worker (default ``config.yaml``), and warms it with one room speaking one
+sentence (discarded). For each room count N, in turn, with fresh rooms: dispatch the agent into
+N rooms (one at a time unless ``--join-concurrency``), join each with one participant that both
+sends and listens, and wait until every agent is ready (worker RSS before and after: memory per
+room).
 Then every room speaks ``--utterances`` English sentences one after another (each after the
 previous ``finished`` event and a random 0.3-1.0 s pause; rooms start at random within 1 s).
 Per utterance:
@@ -111,7 +114,10 @@ GAP_LIMIT_S = FRAME_S + 0.020
 
 # bounds: every wait ends by itself
 JOIN_TIMEOUT_S = 60.0
-JOIN_CONCURRENCY = 8
+DEFAULT_JOIN_CONCURRENCY = 1
+"""Rooms dispatched at once. More than 1 loses rooms: see ``--join-concurrency``."""
+SETTLE_S = 2.0
+"""Pause before reading the worker's RSS, so memory freed by rooms just closed is gone."""
 DEFAULT_UTTERANCE_TIMEOUT_S = 120.0
 LEAVE_TIMEOUT_S = 60.0
 METRICS_POLL_S = 0.5
@@ -119,6 +125,10 @@ LK_POLL_S = 1.0
 LK_GRACE_S = 90.0
 """``lk perf`` gets this long beyond its ``--duration`` before it is killed."""
 LK_TAIL_LINES = 40
+HUNG_POLL_S = 5.0
+HUNG_AFTER_S = 60.0
+"""A worker whose ``/metrics`` stays silent this long is hung: the level stops, and so does
+the run (a hung worker would only produce timeouts)."""
 LAG_PROBE_S = 0.05
 
 # targets, on this machine
@@ -168,6 +178,20 @@ class WorkerProbe:
                 total += times.user + times.system
         return total
 
+    def _native_cpu_s(self) -> float | None:
+        """CPU of the worker's threads that are not Python's (named by WebRTC and the LiveKit
+        FFI: encoders, network, tokio); Python threads keep the process's name."""
+        if self._process is None:
+            return None
+        own = self._process.name()
+        total = 0.0
+        for thread in self._process.threads():
+            with contextlib.suppress(OSError):
+                comm = Path(f"/proc/{self._process.pid}/task/{thread.id}/comm").read_text()
+                if comm.strip() != own:
+                    total += thread.user_time + thread.system_time
+        return total
+
     def _rss_mb(self) -> float | None:
         if self._process is None:
             return None
@@ -177,8 +201,9 @@ class WorkerProbe:
                 total += proc.memory_info().rss
         return total / BYTES_PER_MB
 
-    async def cpu_s(self) -> float | None:
-        return await asyncio.to_thread(self._cpu_s)
+    async def cpu_s(self) -> tuple[float | None, float | None]:
+        """(whole worker, its native threads) CPU seconds so far."""
+        return await asyncio.to_thread(lambda: (self._cpu_s(), self._native_cpu_s()))
 
     async def rss_mb(self) -> float | None:
         return await asyncio.to_thread(self._rss_mb)
@@ -208,13 +233,23 @@ class LagProbe:
 
     def __init__(self) -> None:
         self.lags_ms: list[float] = []
+        self.stalls: list[tuple[float, float]] = []
+        """(start, end) of wake-ups later than a listener gap's excess over one frame."""
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         while True:
             before = time.perf_counter()
             await asyncio.sleep(LAG_PROBE_S)
-            self.lags_ms.append((time.perf_counter() - before - LAG_PROBE_S) * MS_PER_S)
+            woke = time.perf_counter()
+            lag = woke - before - LAG_PROBE_S
+            self.lags_ms.append(lag * MS_PER_S)
+            if lag > GAP_LIMIT_S - FRAME_S:
+                self.stalls.append((woke - lag, woke))
+
+    def stalled(self, start: float, end: float) -> bool:
+        """Whether this process's loop stalled during (start, end)."""
+        return any(a < end and b > start for a, b in self.stalls)
 
     def __enter__(self) -> LagProbe:
         self._task = asyncio.create_task(self._run())
@@ -239,7 +274,10 @@ class UtteranceSample:
     engine_ttfa_ms: float | None = None
     audio_duration_s: float | None = None
     listener_underruns: int = 0
+    bench_stalled_underruns: int = 0
+    """Listener underruns during which this process's own event loop stalled."""
     largest_gap_ms: float = 0.0
+    gap_spans: list[tuple[float, float]] = field(default_factory=list)
     error: str | None = None
 
 
@@ -249,18 +287,20 @@ def _loud(pcm: np.ndarray[Any, Any]) -> bool:
 
 def listen(
     track: ReceivedTrack | None, sent: float, done: float
-) -> tuple[float | None, int, float]:
-    """(first audible frame since ``sent``, underruns, largest gap in s) up to ``done``."""
+) -> tuple[float | None, list[tuple[float, float]], float]:
+    """(first audible frame since ``sent``, underrun gaps as (from, to), largest gap in s), up
+    to ``done``."""
     if track is None:
-        return None, 0, 0.0
+        return None, [], 0.0
     frames = track.frames[:]  # the stream task appends while we read
     start = bisect_left(frames, sent, key=lambda frame: frame[0])
     first = next((i for i in range(start, len(frames)) if _loud(frames[i][1])), None)
     if first is None or frames[first][0] > done:
-        return None, 0, 0.0
+        return None, [], 0.0
     times = [at for at, _ in frames[first:] if at <= done]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    return frames[first][0], sum(gap > GAP_LIMIT_S for gap in gaps), max(gaps, default=0.0)
+    pairs = list(zip(times, times[1:], strict=False))
+    spans = [(a, b) for a, b in pairs if b - a > GAP_LIMIT_S]
+    return frames[first][0], spans, max((b - a for a, b in pairs), default=0.0)
 
 
 async def outcome(
@@ -306,7 +346,8 @@ async def speak_once(
     sample.agent_ttfa_ms = _number(started.get("ttfa_ms"))
     sample.engine_ttfa_ms = _number(started.get("engine_ttfa_ms"))
     sample.audio_duration_s = _number(event.get("audio_duration_s"))
-    first, sample.listener_underruns, gap = listen(participant.tracks.get(TRACK), sent, done_at)
+    first, sample.gap_spans, gap = listen(participant.tracks.get(TRACK), sent, done_at)
+    sample.listener_underruns = len(sample.gap_spans)
     sample.largest_gap_ms = gap * MS_PER_S
     if first is None:
         sample.error = "no audible audio before finished"
@@ -316,16 +357,60 @@ async def speak_once(
 
 
 async def speak_in_room(
-    participant: Participant, room: str, count: int, seed: int, timeout: float
-) -> list[UtteranceSample]:
+    participant: Participant,
+    room: str,
+    count: int,
+    seed: int,
+    timeout: float,
+    samples: list[UtteranceSample],
+) -> None:
+    """Speak ``count`` sentences one after another, appending to ``samples`` as they end."""
     rng = random.Random(seed)
     await asyncio.sleep(rng.uniform(0.0, START_SPREAD_S))
-    samples = []
     for index in range(count):
         text = rng.choice(SENTENCES)
         samples.append(await speak_once(participant, room, f"{room}-{index}", text, timeout))
         await asyncio.sleep(rng.uniform(*PAUSE_RANGE_S))
-    return samples
+
+
+async def watch_worker(probe: WorkerProbe) -> str:
+    """Returns (only) once the worker's ``/metrics`` has not answered for ``HUNG_AFTER_S``."""
+    answered = time.monotonic()
+    while True:
+        await asyncio.sleep(HUNG_POLL_S)
+        if await probe.metric(METRIC_ROOMS) is not None:
+            answered = time.monotonic()
+        elif time.monotonic() - answered > HUNG_AFTER_S:
+            return f"worker unresponsive: /metrics did not answer for {HUNG_AFTER_S:.0f} s"
+
+
+async def speak_everywhere(
+    ready: Sequence[tuple[str, Participant]],
+    args: argparse.Namespace,
+    seed: int,
+    probe: WorkerProbe,
+) -> tuple[list[UtteranceSample], str | None]:
+    """Every room speaks at once; stops early (with the reason) if the worker stops answering."""
+    samples: list[UtteranceSample] = []
+    speaking = asyncio.gather(
+        *(
+            speak_in_room(p, name, args.utterances, seed + index, args.timeout, samples)
+            for index, (name, p) in enumerate(ready)
+        )
+    )
+    watch: asyncio.Future[str] = (
+        asyncio.ensure_future(watch_worker(probe))
+        if probe.metrics_url
+        else asyncio.get_running_loop().create_future()  # never done: nothing to watch
+    )
+    both: list[asyncio.Future[Any]] = [speaking, watch]
+    await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+    aborted = watch.result() if watch.done() else None
+    for task in both:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return samples, aborted
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,19 +427,25 @@ class LevelResult:
     rss_joined_mb: float | None = None
     speak_s: float = 0.0
     worker_cpu_s: float | None = None
+    worker_native_cpu_s: float | None = None
     bench_cores: float = 0.0
     other_cores: float = 0.0
     steal_cores: float = 0.0
     bench_lag_p99_ms: float = 0.0
     bench_lag_max_ms: float = 0.0
     worker_underruns: float | None = None
+    aborted: str | None = None
+    """Why the speaking phase stopped early (a hung worker), if it did."""
+    unspoken: int = 0
+    """Utterances never sent or never finished because the phase stopped early."""
     rooms_active_after_leave: float | None = None
     leave_s: float = 0.0
     samples: list[UtteranceSample] = field(default_factory=list)
 
     @property
     def errors(self) -> int:
-        return len(self.join_errors) + sum(s.error is not None for s in self.samples)
+        failed = sum(s.error is not None for s in self.samples)
+        return len(self.join_errors) + failed + self.unspoken
 
     @property
     def rss_per_room_mb(self) -> float | None:
@@ -367,12 +458,29 @@ class LevelResult:
         return None if self.worker_cpu_s is None else self.worker_cpu_s / self.speak_s
 
     @property
+    def audio_s(self) -> float:
+        return sum(self.values("audio_duration_s"))
+
+    @property
+    def cpu_per_audio_s(self) -> float | None:
+        """Worker core-seconds per second of audio spoken."""
+        cpu = self.worker_cpu_s
+        return None if cpu is None or not self.audio_s else cpu / self.audio_s
+
+    @property
     def cpu_percent_per_room(self) -> float | None:
         cores = self.worker_cores
         return None if cores is None or not self.rooms_ready else cores / self.rooms_ready * 100
 
     def values(self, name: str) -> list[float]:
         return [v for s in self.samples if (v := getattr(s, name)) is not None]
+
+    def transports(self) -> list[float]:
+        return [
+            s.listener_ttfa_ms - s.agent_ttfa_ms
+            for s in self.samples
+            if s.listener_ttfa_ms is not None and s.agent_ttfa_ms is not None
+        ]
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -381,6 +489,8 @@ class LevelResult:
             "rss_per_room_mb": self.rss_per_room_mb,
             "worker_cores": self.worker_cores,
             "cpu_percent_per_room": self.cpu_percent_per_room,
+            "audio_s": self.audio_s,
+            "cpu_per_audio_s": self.cpu_per_audio_s,
         }
 
 
@@ -416,20 +526,21 @@ async def delete_rooms(server: DevServer, names: Sequence[str]) -> None:
 
 
 async def run_level(
-    server: DevServer, probe: WorkerProbe, rooms: int, utterances: int, timeout: float
+    server: DevServer, probe: WorkerProbe, rooms: int, args: argparse.Namespace
 ) -> LevelResult:
     result = LevelResult(rooms)
     print(f"\n-- {rooms} rooms: joining", flush=True)
+    await asyncio.sleep(SETTLE_S)
     result.rss_before_mb = await probe.rss_mb()
     names = [room_name(f"bench{rooms}") for _ in range(rooms)]
-    gate = asyncio.Semaphore(JOIN_CONCURRENCY)
+    gate = asyncio.Semaphore(args.join_concurrency)
     began = time.perf_counter()
     opened = await asyncio.gather(*(open_room(server, name, gate) for name in names))
     result.join_s = time.perf_counter() - began
     result.join_errors = [error for _, error in opened if error is not None]
     ready = [(name, p) for name, (p, error) in zip(names, opened, strict=True) if error is None]
     result.rooms_ready = len(ready)
-    await asyncio.sleep(1.0)  # let the agents' joins settle before measuring memory
+    await asyncio.sleep(SETTLE_S)
     result.rss_joined_mb = await probe.rss_mb()
     print(
         f"   {len(ready)}/{rooms} agents ready in {result.join_s:.1f} s"
@@ -446,24 +557,21 @@ async def run_level(
     machine = cpu_snapshot()
     with LagProbe() as lag:
         began = time.perf_counter()
-        per_room = await asyncio.gather(
-            *(
-                speak_in_room(p, name, utterances, SEED + index, timeout)
-                for index, (name, p) in enumerate(ready)
-            )
-        )
+        result.samples, result.aborted = await speak_everywhere(ready, args, SEED + rooms, probe)
         result.speak_s = time.perf_counter() - began
+    result.unspoken = len(ready) * args.utterances - len(result.samples)
     cpu_after = await probe.cpu_s()
     now = cpu_snapshot()
     underruns_after = await probe.metric(METRIC_UNDERRUNS)
-    result.samples = [sample for samples in per_room for sample in samples]
-    if cpu_before is not None and cpu_after is not None:
-        result.worker_cpu_s = cpu_after - cpu_before
+    result.worker_cpu_s = _delta(cpu_before[0], cpu_after[0])
+    result.worker_native_cpu_s = _delta(cpu_before[1], cpu_after[1])
     wall = now.wall_s - machine.wall_s
     result.bench_cores = (now.own_s - machine.own_s) / wall
     busy = (now.busy_s - machine.busy_s) / wall
     result.other_cores = max(0.0, busy - result.bench_cores - (result.worker_cores or 0.0))
     result.steal_cores = (now.steal_s - machine.steal_s) / wall
+    for sample in result.samples:
+        sample.bench_stalled_underruns = sum(lag.stalled(*span) for span in sample.gap_spans)
     if lag.lags_ms:
         result.bench_lag_p99_ms = percentile(lag.lags_ms, 99.0)
         result.bench_lag_max_ms = max(lag.lags_ms)
@@ -471,7 +579,12 @@ async def run_level(
         result.worker_underruns = underruns_after - underruns_before
     print(
         f"   spoke {len(result.samples)} utterances in {result.speak_s:.1f} s, "
-        f"{sum(s.error is not None for s in result.samples)} errors",
+        f"{sum(s.error is not None for s in result.samples)} errors"
+        + (
+            f"; stopped early ({result.aborted}), {result.unspoken} unspoken"
+            if result.aborted
+            else ""
+        ),
         flush=True,
     )
 
@@ -568,6 +681,10 @@ def _delta(before: float | None, after: float | None) -> float | None:
     return None if before is None or after is None else after - before
 
 
+def _per_s(value: float | None, seconds: float) -> float | None:
+    return None if value is None or not seconds else value / seconds
+
+
 # ---------------------------------------------------------------------------------------------
 # report
 
@@ -584,8 +701,8 @@ def print_levels(levels: Sequence[LevelResult]) -> None:
     heading("Rooms: latency and underruns (ms; listener = tts.speak sent -> first audible frame)")
     headers = [
         "rooms", "ready", "utts", "listener p50", "p95", "max", "agent ttfa p50",
-        "engine ttfa p50", "listener underruns", "worker underruns", "largest gap",
-        "CPU %core/room", "RSS MB/room", "errors",
+        "engine ttfa p50", "transport p50", "listener underruns", "(bench stalled)",
+        "worker underruns", "largest gap", "CPU %core/room", "RSS MB/room", "errors",
     ]  # fmt: skip
     rows = []
     for level in levels:
@@ -600,7 +717,9 @@ def print_levels(levels: Sequence[LevelResult]) -> None:
                 _fmt(max(listener, default=None)),
                 _fmt(_pct(level.values("agent_ttfa_ms"), P50)),
                 _fmt(_pct(level.values("engine_ttfa_ms"), P50)),
+                _fmt(_pct(level.transports(), P50)),
                 str(sum(s.listener_underruns for s in level.samples)),
+                str(sum(s.bench_stalled_underruns for s in level.samples)),
                 _fmt(level.worker_underruns, 0),
                 _fmt(max(level.values("largest_gap_ms"), default=None)),
                 _fmt(level.cpu_percent_per_room),
@@ -609,24 +728,33 @@ def print_levels(levels: Sequence[LevelResult]) -> None:
             ]
         )
     print(render_table(headers, rows))
+    gap_ms = GAP_LIMIT_S * MS_PER_S
     print(
-        "agent ttfa = started.ttfa_ms (packet received -> first audio handed to WebRTC); engine "
-        "ttfa = started.engine_ttfa_ms;\nlistener underruns = gaps > "
-        f"{GAP_LIMIT_S * MS_PER_S:.0f} ms between received frames while an utterance played; "
+        "agent ttfa = started.ttfa_ms (packet received -> first audio handed to WebRTC); "
+        "engine ttfa = started.engine_ttfa_ms;\n"
+        "transport = listener - agent ttfa per utterance (data packet to the agent, audio to "
+        "the listener, jitter buffer);\n"
+        f"listener underruns = gaps > {gap_ms:.0f} ms between received frames while an "
+        "utterance played (bench stalled: while this process's own event loop stalled "
+        f"> {gap_ms - FRAME_S * MS_PER_S:.0f} ms);\n"
         "worker underruns = tts_playback_underruns_total delta"
     )
 
     heading("Rooms: conditions (cores averaged over the speaking phase; the machine has 2)")
     headers = [
-        "rooms", "join s", "speak s", "worker cores", "bench cores", "bench lag p99/max ms",
-        "other procs", "steal", "RSS before MB", "RSS joined MB", "rooms left", "leave s",
+        "rooms", "join s", "speak s", "audio s/s", "worker cores", "(native)", "core-s/audio s",
+        "bench cores", "bench lag p99/max ms", "other procs", "steal", "RSS before MB",
+        "RSS joined MB", "rooms left", "leave s",
     ]  # fmt: skip
     rows = [
         [
             str(level.rooms),
             _fmt(level.join_s),
             _fmt(level.speak_s),
+            _fmt(level.audio_s / level.speak_s if level.speak_s else None, 2),
             _fmt(level.worker_cores, 2),
+            _fmt(_per_s(level.worker_native_cpu_s, level.speak_s), 2),
+            _fmt(level.cpu_per_audio_s, 3),
             _fmt(level.bench_cores, 2),
             f"{level.bench_lag_p99_ms:.0f}/{level.bench_lag_max_ms:.0f}",
             _fmt(level.other_cores, 2),
@@ -640,8 +768,11 @@ def print_levels(levels: Sequence[LevelResult]) -> None:
     ]
     print(render_table(headers, rows))
     print(
-        "bench = this process (every participant, listener and sender); rooms left = the "
-        f"worker's {METRIC_ROOMS} once everyone had left (waited up to {LEAVE_TIMEOUT_S:.0f} s)"
+        "audio s/s = audio seconds finished / speak s; native = the worker's WebRTC/FFI threads "
+        "(the rest: Python threads and ONNX Runtime);\ncore-s/audio s = worker CPU per second of "
+        "audio spoken; bench = this process (every participant, listener and sender);\n"
+        f"rooms left = the worker's {METRIC_ROOMS} once everyone had left (waited up to "
+        f"{LEAVE_TIMEOUT_S:.0f} s)"
     )
     errors = [s for level in levels for s in level.samples if s.error is not None]
     for sample in errors[:10]:
@@ -649,6 +780,10 @@ def print_levels(levels: Sequence[LevelResult]) -> None:
     for level in levels:
         for error in level.join_errors[:5]:
             print(f"   join error: {error}")
+        if level.aborted:
+            print(
+                f"   {level.rooms} rooms stopped early: {level.aborted}; {level.unspoken} unspoken"
+            )
 
 
 def print_targets(levels: Sequence[LevelResult]) -> None:
@@ -688,14 +823,22 @@ def print_lk(result: LkResult) -> None:
 
 async def run(args: argparse.Namespace, server: DevServer, probe: WorkerProbe) -> dict[str, Any]:
     levels = []
+    if args.warmup:
+        warm = argparse.Namespace(**{**vars(args), "utterances": 1})
+        warmup = await run_level(server, probe, 1, warm)
+        ttfa = warmup.values("listener_ttfa_ms")
+        print(f"   warm-up (discarded): listener TTFA {_fmt(ttfa[0] if ttfa else None)} ms")
     for rooms in args.rooms:
         if args.wait_quiet > 0:
             await asyncio.to_thread(wait_for_quiet, args.wait_quiet)
-        levels.append(await run_level(server, probe, rooms, args.utterances, args.timeout))
+        levels.append(await run_level(server, probe, rooms, args))
+        if levels[-1].aborted:
+            print(f"   stopping: {levels[-1].aborted}", flush=True)
+            break
     print_levels(levels)
     print_targets(levels)
     lk: LkResult | None = None
-    if args.lk_load_test > 0:
+    if args.lk_load_test > 0 and not levels[-1].aborted:
         lk = await lk_load_test(server, probe, args.lk_rooms, args.lk_load_test)
         print_lk(lk)
     return {
@@ -721,6 +864,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=float,
         default=DEFAULT_UTTERANCE_TIMEOUT_S,
         help="longest wait for one utterance's finished event (default %(default)s s)",
+    )
+    parser.add_argument(
+        "--join-concurrency",
+        type=int,
+        default=DEFAULT_JOIN_CONCURRENCY,
+        help="rooms dispatched at once (default %(default)s: one after another; an idle worker "
+        "refuses dispatches that arrive while it accepts another, and the server drops them)",
+    )
+    parser.add_argument(
+        "--no-warmup",
+        dest="warmup",
+        action="store_false",
+        help="skip the discarded 1-room, 1-utterance warm-up",
     )
     parser.add_argument("--lk-load-test", type=int, default=0, metavar="SECONDS")
     parser.add_argument("--lk-rooms", type=int, default=5)
