@@ -116,9 +116,13 @@ GAP_LIMIT_S = FRAME_S + 0.020
 """Consecutive 10 ms frames further apart than this while an utterance plays: an underrun."""
 
 # bounds: every wait ends by itself
-JOIN_TIMEOUT_S = 60.0
+AGENT_NAME = "hive-tts"
+DISPATCH_WAIT_S = 15.0
+DISPATCH_ATTEMPTS = 4
+"""A room whose agent has not joined in DISPATCH_WAIT_S is dispatched again (if its dispatch
+has no job), up to this many waits in all."""
 DEFAULT_JOIN_CONCURRENCY = 1
-"""Rooms dispatched at once. More than 1 loses rooms: see ``--join-concurrency``."""
+"""Rooms dispatched at once; more makes the worker refuse dispatches (``--join-concurrency``)."""
 SETTLE_S = 2.0
 """Pause before reading the worker's RSS, so memory freed by rooms just closed is gone."""
 DEFAULT_UTTERANCE_TIMEOUT_S = 120.0
@@ -493,6 +497,8 @@ class LevelResult:
     rooms_ready: int = 0
     join_s: float = 0.0
     join_errors: list[str] = field(default_factory=list)
+    redispatches: int = 0
+    """Dispatches the server dropped (no available worker) that had to be sent again."""
     rss_before_mb: float | None = None
     rss_joined_mb: float | None = None
     speak_s: float = 0.0
@@ -564,19 +570,46 @@ class LevelResult:
         }
 
 
-async def open_room(
-    server: DevServer, name: str, gate: asyncio.Semaphore
-) -> tuple[BenchParticipant, str | None]:
-    """Dispatch the agent, join, wait for it; the participant and an error, if any."""
-    participant = BenchParticipant(f"bench-{name}")
+@dataclass
+class OpenedRoom:
+    name: str
+    participant: BenchParticipant
+    error: str | None = None
+    redispatches: int = 0
+
+
+async def dropped_dispatch(server: DevServer, room: str) -> bool:
+    """Whether the room's dispatch has no job: the server found no available worker (the
+    worker reported itself full) and gave up instead of retrying."""
+    async with lkapi.LiveKitAPI(server.http_url, server.api_key, server.api_secret) as client:
+        dispatches = await client.agent_dispatch.list_dispatch(room)
+        if any(dispatch.state.jobs for dispatch in dispatches):
+            return False
+        await client.agent_dispatch.create_dispatch(
+            lkapi.CreateAgentDispatchRequest(agent_name=AGENT_NAME, room=room)
+        )
+        return True
+
+
+async def open_room(server: DevServer, name: str, gate: asyncio.Semaphore) -> OpenedRoom:
+    """Dispatch the agent, join, wait for it (dispatching again while the dispatch has no
+    job, as a client of a busy worker must)."""
+    opened = OpenedRoom(name, BenchParticipant(f"bench-{name}"))
     async with gate:
         try:
             await dispatch_agent(server, name)
-            await participant.join(server, name)
-            await wait_agent_ready(participant, JOIN_TIMEOUT_S)
+            await opened.participant.join(server, name)
+            for attempt in range(DISPATCH_ATTEMPTS):
+                try:
+                    await wait_agent_ready(opened.participant, DISPATCH_WAIT_S)
+                    break
+                except AssertionError:
+                    if attempt + 1 == DISPATCH_ATTEMPTS:
+                        raise
+                    opened.redispatches += await dropped_dispatch(server, name)
         except Exception as exc:  # a timeout (AssertionError) or a refused dispatch
-            return participant, f"{name}: {type(exc).__name__}: {str(exc)[:200]}"
-    return participant, None
+            opened.error = f"{name}: {type(exc).__name__}: {str(exc)[:200]}"
+    return opened
 
 
 async def wait_rooms_gone(probe: WorkerProbe, timeout: float) -> float | None:
@@ -607,13 +640,15 @@ async def run_level(
     began = time.perf_counter()
     opened = await asyncio.gather(*(open_room(server, name, gate) for name in names))
     result.join_s = time.perf_counter() - began
-    result.join_errors = [error for _, error in opened if error is not None]
-    ready = [(name, p) for name, (p, error) in zip(names, opened, strict=True) if error is None]
+    result.join_errors = [room.error for room in opened if room.error is not None]
+    result.redispatches = sum(room.redispatches for room in opened)
+    ready = [(room.name, room.participant) for room in opened if room.error is None]
     result.rooms_ready = len(ready)
     await asyncio.sleep(SETTLE_S)
     result.rss_joined_mb = await probe.rss_mb()
     print(
-        f"   {len(ready)}/{rooms} agents ready in {result.join_s:.1f} s"
+        f"   {len(ready)}/{rooms} agents ready in {result.join_s:.1f} s, "
+        f"{result.redispatches} dispatches dropped by the server and sent again"
         + (
             f"; {len(result.join_errors)} failed, first: {result.join_errors[0]}"
             if result.join_errors
@@ -659,7 +694,7 @@ async def run_level(
     )
 
     began = time.perf_counter()
-    await asyncio.gather(*(p.leave() for p, _ in opened), return_exceptions=True)
+    await asyncio.gather(*(room.participant.leave() for room in opened), return_exceptions=True)
     result.rooms_active_after_leave = await wait_rooms_gone(probe, LEAVE_TIMEOUT_S)
     result.leave_s = time.perf_counter() - began
     if result.rooms_active_after_leave:
@@ -696,7 +731,7 @@ async def lk_load_test(server: DevServer, probe: WorkerProbe, rooms: int, second
         "--rooms",
         str(rooms),
         "--agent-name",
-        "hive-tts",
+        AGENT_NAME,
         "--duration",
         f"{seconds}s",
         "--echo-speech-delay",
@@ -812,14 +847,15 @@ def print_levels(levels: Sequence[LevelResult]) -> None:
 
     heading("Rooms: conditions (cores averaged over the speaking phase; the machine has 2)")
     headers = [
-        "rooms", "join s", "speak s", "audio s/s", "worker cores", "(native)", "core-s/audio s",
-        "bench cores", "bench lag p99/max ms", "other procs", "steal", "RSS before MB",
-        "RSS joined MB", "rooms left", "leave s",
+        "rooms", "join s", "re-dispatched", "speak s", "audio s/s", "worker cores", "(native)",
+        "core-s/audio s", "bench cores", "bench lag p99/max ms", "other procs", "steal",
+        "RSS before MB", "RSS joined MB", "rooms left", "leave s",
     ]  # fmt: skip
     rows = [
         [
             str(level.rooms),
             _fmt(level.join_s),
+            str(level.redispatches),
             _fmt(level.speak_s),
             _fmt(level.audio_s / level.speak_s if level.speak_s else None, 2),
             _fmt(level.worker_cores, 2),
@@ -939,8 +975,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--join-concurrency",
         type=int,
         default=DEFAULT_JOIN_CONCURRENCY,
-        help="rooms dispatched at once (default %(default)s: one after another; an idle worker "
-        "refuses dispatches that arrive while it accepts another, and the server drops them)",
+        help="rooms dispatched at once (default %(default)s: one after another). A worker "
+        "refuses dispatches while it accepts another or reports itself full, and the server "
+        "then drops them; the tool dispatches those rooms again and counts it",
     )
     parser.add_argument(
         "--no-warmup",
