@@ -29,7 +29,7 @@ import numpy as np
 from .audio import FloatAudio
 from .backend import EngineBackend, EngineNotInstalled, EngineProfile
 from .config import EngineThreads
-from .errors import UnknownLanguageError
+from .errors import EngineUnavailableError, UnknownLanguageError
 from .local_tts import LocalTTS
 from .names import EngineName, QualityTier, primary_language
 from .voice_reference import VoiceReference
@@ -330,6 +330,8 @@ class XttsBackend(EngineBackend):
         return SpeakerLatents(gpt_cond_latent, speaker_embedding)
 
     def _options(self, language: str, speed: float, latency_critical: bool) -> _Options:
+        if not self.ready:
+            raise EngineUnavailableError(f"{self.name.value} is not loaded: {self.detail}")
         code = primary_language(language)
         if code not in self.languages():
             raise UnknownLanguageError(language, self.languages())

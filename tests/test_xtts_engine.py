@@ -19,7 +19,7 @@ import pytest
 from engines.audio import FloatAudio
 from engines.backend import EngineState
 from engines.config import EngineThreads
-from engines.errors import UnknownLanguageError
+from engines.errors import EngineUnavailableError, UnknownLanguageError
 from engines.voice_reference import VoiceReference, decode_voice_reference
 from engines.voices import PiperBinding, XttsBinding
 from engines.xtts_engine import (
@@ -177,6 +177,8 @@ def test_missing_weights_are_not_installed_with_the_fetch_hint(tmp_path: Path) -
         assert "python -m tools.fetch_models xtts" in backend.detail
         assert backend.languages() == frozenset()
         assert not backend.can_render(XttsBinding(speaker=BUILT_IN_SPEAKERS[0]))
+        with pytest.raises(EngineUnavailableError):
+            backend.create_cloned_tts(reference(seed=92), language="en", speed=1.0)
     finally:
         backend.close()
 
