@@ -23,7 +23,13 @@ from api.auth import ANONYMOUS, KEY_OF_REQUEST, is_admin, make_auth_middleware
 from api.errors import ERROR_COUNTER, error_middleware, json_error
 from api.openai_voices import OPENAI_MODELS, OPENAI_VOICES, looks_japanese
 from api.openapi import OPENAPI_SPEC
-from api.request_parsing import audio_format, number_option, parse_json_object, parse_synthesis
+from api.request_parsing import (
+    audio_format,
+    number_option,
+    parse_json_object,
+    parse_synthesis,
+    with_voice_reference,
+)
 from api.rooms import LiveKitSettings, add_room_routes
 from api.services import ApiServices, encode_chunk, finish_encoding
 from api.ws_session import WebSocketSession
@@ -86,7 +92,7 @@ async def synthesize(request: web.Request) -> web.StreamResponse:
     body = await _json_body(request)
     if "enhance_audio" in request.query:
         body["enhance_audio"] = request.query["enhance_audio"]
-    parsed = parse_synthesis(body, default_format=AudioFormat.WAV)
+    parsed = await with_voice_reference(parse_synthesis(body, default_format=AudioFormat.WAV))
     with services.limiter.slot(_key(request)):
         utterance = services.synthesizer.synthesize(parsed.synthesis)
         chunks = [chunk.pcm async for chunk in services.stream(utterance)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -32,6 +33,7 @@ from agent.speak_request import (
     parse_speak_attribute,
     parse_speak_packet,
     parse_stream_attributes,
+    with_voice_reference,
 )
 from agent.track_player import QueuedSpeech, TrackPlayer
 from api.service_metrics import WorkerMetrics
@@ -116,6 +118,7 @@ class RoomSession:
         self._check_room_for(request)
         self._arriving += 1
         try:
+            request = await with_voice_reference(request)
             utterance = await self._host.speak(request.synthesis)
             await self._enqueue(request, utterance, received_at)
         finally:
@@ -151,12 +154,11 @@ class RoomSession:
             self._check_sender(identity)
             request = parse_stream_attributes(reader.info.attributes or {}, sender=identity)
             if not reader.info.attributes or "id" not in reader.info.attributes:
-                request = SpeakRequest(
-                    reader.info.stream_id, request.synthesis, request.mode, request.reply_to
-                )
+                request = dataclasses.replace(request, id=reader.info.stream_id)
             self._check_room_for(request)
             self._arriving += 1
             try:
+                request = await with_voice_reference(request)
                 utterance = await self._host.open_text_stream(request.synthesis)
                 await self._enqueue(request, utterance, received_at)
             finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,6 +13,7 @@ from typing import Any
 from api.request_parsing import BadJsonError, number_option, optional_str, parse_json_object
 from engines.errors import InvalidOptionError, RequestError
 from engines.synthesizer import SynthesisRequest
+from engines.voice_reference import decode_voice_reference
 
 TOPIC_SPEAK = "tts.speak"
 TOPIC_EVENTS = "tts.events"
@@ -49,10 +52,6 @@ class DrainingError(RequestError):
     http_status = 503
 
 
-class CloningUnsupportedError(RequestError):
-    code = "cloning_unavailable"
-
-
 _KEYS = frozenset(
     {
         "id",
@@ -65,6 +64,7 @@ _KEYS = frozenset(
         "speed",
         "mode",
         "reply_to",
+        "voice_clone_reference",
     }
 )
 
@@ -76,6 +76,17 @@ class SpeakRequest:
     mode: SpeakMode
     reply_to: str | None
     """Identity the events go to (the sender; a server-sent packet may name one)."""
+    voice_clone_reference: str | None = None
+    """Base64 recording to clone; decoded off the event loop by ``with_voice_reference``."""
+
+
+async def with_voice_reference(request: SpeakRequest) -> SpeakRequest:
+    """``request`` with its clone reference decoded into the synthesis request."""
+    if request.voice_clone_reference is None:
+        return request
+    reference = await asyncio.to_thread(decode_voice_reference, request.voice_clone_reference)
+    synthesis = dataclasses.replace(request.synthesis, voice_reference=reference)
+    return dataclasses.replace(request, synthesis=synthesis)
 
 
 def new_request_id() -> str:
@@ -115,14 +126,15 @@ def parse_stream_attributes(attributes: Mapping[str, str], *, sender: str) -> Sp
 def speak_request(
     body: Mapping[str, Any], *, sender: str | None, require_text: bool
 ) -> SpeakRequest:
-    unknown = sorted(set(body) - _KEYS - {"voice_clone_reference"})
+    unknown = sorted(set(body) - _KEYS)
     if unknown:
         raise InvalidOptionError(
             f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_KEYS))}"
         )
-    if body.get("voice_clone_reference") is not None:
-        raise CloningUnsupportedError(
-            "voice cloning needs the xtts engine, which is not available in this build"
+    reference = body.get("voice_clone_reference")
+    if reference is not None and (not isinstance(reference, str) or not reference):
+        raise InvalidOptionError(
+            "'voice_clone_reference' must be a base64 string of a WAV, MP3 or OGG recording"
         )
     text = body.get("text", None if require_text else "")
     if not isinstance(text, str):
@@ -156,4 +168,5 @@ def speak_request(
         ),
         mode=mode,
         reply_to=reply_to,
+        voice_clone_reference=reference,
     )

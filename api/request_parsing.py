@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import math
 from collections.abc import Mapping
@@ -12,14 +14,11 @@ from engines.audio import LIVEKIT_SAMPLE_RATE
 from engines.encoders import AudioFormat
 from engines.errors import InvalidOptionError, RequestError
 from engines.synthesizer import SynthesisRequest
+from engines.voice_reference import decode_voice_reference
 
 
 class BadJsonError(RequestError):
     code = "bad_json"
-
-
-class CloningUnavailableError(RequestError):
-    code = "cloning_unavailable"
 
 
 _REQUEST_KEYS = {
@@ -47,6 +46,8 @@ class ParsedRequest:
     audio_format: AudioFormat
     stream: bool
     enhance_audio: bool
+    voice_clone_reference: str | None = None
+    """Base64 recording to clone, decoded by ``with_voice_reference`` (off the event loop)."""
 
 
 def parse_json_object(raw: str | bytes) -> dict[str, Any]:
@@ -122,10 +123,10 @@ def parse_synthesis(
     text = body.get("text", "" if not require_text else None)
     if not isinstance(text, str):
         raise InvalidOptionError("'text' is required and must be a string")
-    if body.get("voice_clone_reference") is not None:
-        raise CloningUnavailableError(
-            "voice cloning needs the xtts engine, which is not available in this build; "
-            "remove 'voice_clone_reference' or use a library voice"
+    reference = body.get("voice_clone_reference")
+    if reference is not None and (not isinstance(reference, str) or not reference):
+        raise InvalidOptionError(
+            "'voice_clone_reference' must be a base64 string of a WAV, MP3 or OGG recording"
         )
     sample_rate = body.get("sample_rate", LIVEKIT_SAMPLE_RATE)
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, int):
@@ -148,4 +149,15 @@ def parse_synthesis(
         audio_format=audio_format(optional_str(body, "format"), default_format),
         stream=_flag(body, "stream", True),
         enhance_audio=_flag(body, "enhance_audio", False),
+        voice_clone_reference=reference,
     )
+
+
+async def with_voice_reference(parsed: ParsedRequest) -> ParsedRequest:
+    """``parsed`` with its clone reference decoded into the synthesis request (a thread: it
+    decodes up to 30 s of compressed audio); a bad recording raises its typed error."""
+    if parsed.voice_clone_reference is None:
+        return parsed
+    reference = await asyncio.to_thread(decode_voice_reference, parsed.voice_clone_reference)
+    synthesis = dataclasses.replace(parsed.synthesis, voice_reference=reference)
+    return dataclasses.replace(parsed, synthesis=synthesis)

@@ -35,7 +35,12 @@ from engines.synthesizer import TextStream, Utterance
 
 from .errors import ws_error
 from .playback import PlaybackTracker
-from .request_parsing import ParsedRequest, parse_json_object, parse_synthesis
+from .request_parsing import (
+    ParsedRequest,
+    parse_json_object,
+    parse_synthesis,
+    with_voice_reference,
+)
 from .services import ApiServices, encode_chunk, finish_encoding
 
 logger = logging.getLogger(__name__)
@@ -126,11 +131,12 @@ class WebSocketSession:
             if kind == "cancel":
                 await self._cancel()
             elif kind == "text":
-                self._push_text(message)
+                await self._push_text(message)
             elif kind == "flush":
                 self._flush()
             elif kind in (None, "synthesize"):
-                self._enqueue(parse_synthesis(_without_type(message)), stream=None)
+                parsed = await with_voice_reference(parse_synthesis(_without_type(message)))
+                self._enqueue(parsed, stream=None)
             else:
                 raise ProtocolError(
                     f"unknown message type {kind!r}; use a request object, 'text', 'flush' "
@@ -163,12 +169,13 @@ class WebSocketSession:
         self._jobs.put_nowait(job)
         return job
 
-    def _push_text(self, message: dict[str, Any]) -> None:
+    async def _push_text(self, message: dict[str, Any]) -> None:
         text = message.get("text")
         if not isinstance(text, str):
             raise InvalidOptionError("'text' must be a string")
         if self._open_stream is None or self._open_stream.cancelled:
             request = parse_synthesis(_without_type(message), require_text=False)
+            request = await with_voice_reference(request)
             stream = self._services.synthesizer.open_text_stream(
                 dataclasses.replace(request.synthesis, text="")
             )

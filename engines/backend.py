@@ -12,7 +12,9 @@ from typing import Any
 
 from livekit.agents import tts
 
+from .errors import CloningUnsupportedError
 from .names import EngineName, QualityTier
+from .voice_reference import VoiceReference
 from .voices import Binding
 
 logger = logging.getLogger(__name__)
@@ -46,6 +48,8 @@ class EngineBackend(ABC):
     name: EngineName
     profile: EngineProfile
     install_hint: str = ""
+    supports_cloning: bool = False
+    """Whether ``create_cloned_tts`` speaks in the voice of a reference recording."""
 
     def __init__(self) -> None:
         self.state = EngineState.NOT_LOADED
@@ -105,6 +109,19 @@ class EngineBackend(ABC):
 
         ``latency_critical`` asks for the fastest first audio over throughput (used for the
         first piece of an utterance); engines without such a mode ignore it."""
+
+    def create_voice(
+        self, binding: Binding, *, language: str, speed: float, latency_critical: bool = False
+    ) -> tts.TTS[Any]:
+        """``create_tts`` for a library voice speaking ``language``. Most engines' bindings fix
+        the language; one whose speakers speak many languages (XTTS) uses it."""
+        return self.create_tts(binding, speed=speed, latency_critical=latency_critical)
+
+    def create_cloned_tts(
+        self, reference: VoiceReference, *, language: str, speed: float
+    ) -> tts.TTS[Any]:
+        """A LiveKit TTS speaking ``language`` in the voice of ``reference``."""
+        raise CloningUnsupportedError(f"engine {self.name.value!r} cannot clone a voice")
 
     def missing_reason(self, binding: Binding) -> str:
         """Why ``can_render(binding)`` is False, for people reading /voices."""

@@ -53,7 +53,23 @@ class EngineThreads(_Section):
     (0: no second session). More threads cut the first audio's wait, fewer give throughput."""
 
 
+class XttsSettings(EngineThreads):
+    latent_cache_size: int = Field(default=32, ge=1, le=4096)
+    """Cloned voices whose speaker latents are kept (least recently used dropped first)."""
+
+
+class EdgeSettings(_Section):
+    """The Edge TTS cloud service: fails fast and falls back when it cannot be reached."""
+
+    url: str | None = None
+    """Service WebSocket URL (None: Microsoft's); a local stand-in in tests."""
+    connect_timeout_s: float = Field(default=2.0, gt=0, le=30)
+    receive_timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+
 class EngineSelection(_Section):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     selection_strategy: SelectionStrategy = SelectionStrategy.AUTO
     default_engine: EngineName = EngineName.PIPER
     """The engine ``manual`` uses when a request names none."""
@@ -62,6 +78,9 @@ class EngineSelection(_Section):
     health: HealthPolicy = HealthPolicy()
     piper: EngineThreads = EngineThreads(workers=2, intra_op_threads=1, latency_intra_op_threads=2)
     kokoro: EngineThreads = EngineThreads(workers=1, intra_op_threads=2)
+    speecht5: EngineThreads = EngineThreads(workers=1, intra_op_threads=1)
+    xtts: XttsSettings = XttsSettings(workers=1, intra_op_threads=1)
+    edge_tts: EdgeSettings = Field(default=EdgeSettings(), alias="edge-tts")
 
 
 class Limits(_Section):
@@ -75,8 +94,9 @@ class ApiSettings(_Section):
     """Bearer keys; empty means no authentication (development on loopback)."""
     admin_keys: tuple[str, ...] = ()
     """Keys allowed to call admin routes (/gc). Without keys at all, admin routes are open."""
-    max_body_bytes: int = Field(default=1_048_576, ge=1024)
-    max_ws_message_bytes: int = Field(default=262_144, ge=1024)
+    max_body_bytes: int = Field(default=8_388_608, ge=1024)
+    """Room for a voice-clone reference: 30 s of WAV, base64-encoded."""
+    max_ws_message_bytes: int = Field(default=8_388_608, ge=1024)
     max_sessions_total: int = Field(default=200, ge=1)
     max_sessions_per_key: int = Field(default=100, ge=1)
     retry_after_s: int = Field(default=1, ge=1)

@@ -84,6 +84,13 @@ class InvalidOptionError(RequestError):
     code = "invalid_option"
 
 
+class CloningUnsupportedError(RequestError):
+    """A voice clone was asked of an engine that cannot clone."""
+
+    code = "cloning_unsupported"
+    http_status = 422
+
+
 class EngineUnavailableError(HiveTTSError):
     """No engine that could serve the request is loaded and healthy right now."""
 

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
+
+from livekit.agents import tts
 
 from .backend import EngineBackend
 from .config import EngineSelection
 from .errors import (
+    CloningUnsupportedError,
     EngineUnavailableError,
     InvalidOptionError,
     UnknownLanguageError,
@@ -26,9 +30,21 @@ from .names import (
     primary_language,
 )
 from .registry import EngineRegistry
+from .voice_reference import VoiceReference
 from .voices import Binding, Voice, VoiceCatalog
 
 LAST_RESORT = EngineName.ESPEAK
+QUALITY_FIRST_ORDER = (
+    EngineName.XTTS,
+    EngineName.KOKORO,
+    EngineName.PIPER,
+    EngineName.SPEECHT5,
+    EngineName.EDGE,
+)
+"""``quality_first``: the premium local model, then the language's natural voice (Kokoro for
+Japanese, Piper elsewhere: a voice binds only to the one that speaks its language), then the
+balanced model, then the cloud; espeak-ng stays last."""
+CLONING_ENGINE = EngineName.XTTS
 DEFAULT_LANGUAGE = "en"
 _LANGUAGE_CODE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
 
@@ -46,7 +62,17 @@ class ResolvedVoice:
 class Candidate:
     engine: EngineName
     backend: EngineBackend
-    binding: Binding
+    binding: Binding | None
+    """None for a cloned voice, which ``reference`` describes instead."""
+    reference: VoiceReference | None = None
+
+    def create_tts(self, *, language: str, speed: float, latency_critical: bool) -> tts.TTS[Any]:
+        if self.reference is not None:
+            return self.backend.create_cloned_tts(self.reference, language=language, speed=speed)
+        assert self.binding is not None
+        return self.backend.create_voice(
+            self.binding, language=language, speed=speed, latency_critical=latency_critical
+        )
 
 
 class EngineRouter:
@@ -169,6 +195,35 @@ class EngineRouter:
             )
         return plan
 
+    def plan_clone(
+        self, resolved: ResolvedVoice, reference: VoiceReference, *, engine: EngineName | None
+    ) -> list[Candidate]:
+        """The one engine that can speak in a reference recording's voice. No fallback: another
+        engine would speak in a different voice, which is not what was asked."""
+        if engine is not None and engine is not CLONING_ENGINE:
+            raise CloningUnsupportedError(
+                f"engine {engine.value!r} cannot clone a voice; only {CLONING_ENGINE.value!r} "
+                "can: omit 'engine' or ask for it"
+            )
+        backend = self._registry.backend(CLONING_ENGINE)
+        if backend is None or not backend.ready or not backend.supports_cloning:
+            detail = backend.detail if backend else "not part of this build"
+            raise EngineUnavailableError(
+                f"voice cloning needs the {CLONING_ENGINE.value!r} engine, which is not "
+                f"available: {detail}"
+            )
+        language = primary_language(resolved.language)
+        if language not in backend.languages():
+            raise InvalidOptionError(
+                f"{CLONING_ENGINE.value!r} cannot clone a voice in {language!r}; it speaks "
+                + ", ".join(sorted(backend.languages()))
+            )
+        if not self._registry.usable(CLONING_ENGINE):
+            raise EngineUnavailableError(
+                f"{CLONING_ENGINE.value!r} is cooling down after failures; retry shortly"
+            )
+        return [Candidate(CLONING_ENGINE, backend, None, reference)]
+
     def _check_requested(self, resolved: ResolvedVoice, engine: EngineName) -> None:
         backend = self._registry.backend(engine)
         if backend is None or not backend.ready:
@@ -202,7 +257,7 @@ class EngineRouter:
         by_speed = sorted(good, key=registry.expected_ttfa_ms)
         chain = list(selection.auto_selection.fallback_chain)
         if strategy is SelectionStrategy.QUALITY_FIRST:
-            order = by_quality
+            order = [n for n in QUALITY_FIRST_ORDER if n in capable]
         elif strategy is SelectionStrategy.SPEED_FIRST:
             order = by_speed
         elif strategy is SelectionStrategy.MANUAL:

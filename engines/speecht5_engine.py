@@ -38,6 +38,7 @@ from .config import EngineThreads
 from .errors import EngineError
 from .local_tts import LocalTTS
 from .names import EngineName, QualityTier
+from .torch_threads import pin_torch_threads
 from .voices import Binding, SpeechT5Binding
 
 logger = logging.getLogger(__name__)
@@ -78,29 +79,6 @@ UNSPEAKABLE_PAUSE_MS = 100
 FloatTable = npt.NDArray[np.float32]
 
 _WHITESPACE = re.compile(r"\s+")
-_thread_pin_lock = threading.Lock()
-
-
-def pin_torch_threads(count: int) -> None:
-    """Executor initializer: torch operators run on this thread use ``count`` intra-op threads.
-
-    Under the OpenMP backend the count is kept per OS thread; the process-wide default that
-    ``torch.set_num_threads`` also changes is put back from a short-lived helper thread, so
-    threads of other torch engines that start later keep the default. With another backend
-    the setting is process-wide and is simply applied.
-    """
-    import torch
-
-    with _thread_pin_lock:
-        if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
-            torch.set_num_threads(count)
-            return
-        process_default = torch.get_num_threads()  # a fresh thread reports the default
-        torch.set_num_threads(count)
-        if process_default != count:
-            restore = threading.Thread(target=torch.set_num_threads, args=(process_default,))
-            restore.start()
-            restore.join()
 
 
 @dataclass(frozen=True)
@@ -151,7 +129,7 @@ class SpeechT5Backend(EngineBackend):
     name = EngineName.SPEECHT5
     profile = EngineProfile(
         quality_mos=3.2,
-        typical_ttfa_ms=200.0,
+        typical_ttfa_ms=900.0,  # full-size architecture, first piece, 2 shared cores
         tier=QualityTier.STANDARD,
         description="SpeechT5 + HiFi-GAN (transformers): balanced English voices from x-vectors",
     )

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -52,6 +52,7 @@ from .router import Candidate, EngineRouter, ResolvedVoice
 from .segmenter import Boundary, TextPiece, segment_text
 from .text_normalizer import prepare_text
 from .text_stream import IncrementalSegmenter
+from .voice_reference import VoiceReference
 from .voices import VoiceCatalog
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ class SynthesisRequest:
     strategy: str | None = None
     speed: float = 1.0
     sample_rate: int = LIVEKIT_SAMPLE_RATE
+    voice_reference: VoiceReference | None = None
+    """Speak in this recording's voice (an engine that clones; see ``decode_voice_reference``)."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,11 @@ class SpeechSynthesizer:
             else ""
         )
         voice = self.router.resolve_voice(request.voice_id, request.language)
-        plan = self.router.plan(voice, engine=engine, quality=quality, strategy=strategy)
+        if request.voice_reference is not None:
+            plan = self.router.plan_clone(voice, request.voice_reference, engine=engine)
+            voice = replace(voice, voice_id=f"clone:{request.voice_reference.digest[:12]}")
+        else:
+            plan = self.router.plan(voice, engine=engine, quality=quality, strategy=strategy)
         pieces = [p for p in segment_text(text, voice.language) if any(c.isalnum() for c in p.text)]
         return PreparedRequest(text, voice, plan, pieces, request.speed, request.sample_rate)
 
@@ -300,8 +307,10 @@ class Utterance:
                     key = (candidate.engine, self.result.ttfa_ms is None)
                     voice = voices.get(key)
                     if voice is None:
-                        voice = candidate.backend.create_tts(
-                            candidate.binding, speed=prepared.speed, latency_critical=key[1]
+                        voice = candidate.create_tts(
+                            language=prepared.voice.language,
+                            speed=prepared.speed,
+                            latency_critical=key[1],
                         )
                         voices[key] = voice
                     audio = await _render_piece(voice, _spoken_text(piece))
@@ -411,14 +420,23 @@ async def _render_piece(voice: tts.TTS[Any], text: str) -> FloatAudio:
 
 def build_backends(config: ServiceConfig, *, deterministic: bool = False) -> list[EngineBackend]:
     """The engines this build ships, configured (not yet loaded)."""
+    from .edge_engine import EdgeBackend
     from .espeak_engine import EspeakBackend
     from .kokoro_engine import KokoroBackend
     from .piper_engine import PiperBackend
+    from .speecht5_engine import SpeechT5Backend
+    from .xtts_engine import XttsBackend
 
+    engines = config.engines
     cache_dir = config.models_dir / ".cache"
     backends: list[EngineBackend] = [
-        PiperBackend(config.models_dir, config.engines.piper, deterministic=deterministic),
-        KokoroBackend(cache_dir, config.engines.kokoro),
+        PiperBackend(config.models_dir, engines.piper, deterministic=deterministic),
+        KokoroBackend(cache_dir, engines.kokoro),
+        XttsBackend(
+            config.models_dir, engines.xtts, latent_cache_size=engines.xtts.latent_cache_size
+        ),
+        SpeechT5Backend(config.models_dir, engines.speecht5, deterministic=deterministic),
+        EdgeBackend(engines.edge_tts),
         EspeakBackend(),
     ]
     return [b for b in backends if b.name not in config.disabled_engines]

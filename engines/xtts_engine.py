@@ -32,6 +32,7 @@ from .config import EngineThreads
 from .errors import EngineUnavailableError, UnknownLanguageError
 from .local_tts import LocalTTS
 from .names import EngineName, QualityTier, primary_language
+from .torch_threads import pin_torch_threads
 from .voice_reference import VoiceReference
 from .voices import Binding, XttsBinding
 
@@ -162,7 +163,12 @@ class XttsBackend(EngineBackend):
         self._threads = threads
         self._stream_chunk_tokens = stream_chunk_tokens
         self._latency_chunk_tokens = latency_chunk_tokens
-        self._executor = ThreadPoolExecutor(threads.workers, thread_name_prefix="xtts")
+        self._executor = ThreadPoolExecutor(
+            threads.workers,
+            thread_name_prefix="xtts",
+            initializer=pin_torch_threads,
+            initargs=(threads.intra_op_threads,),
+        )
         # the GPT keeps the sentence being generated on the model (store_prefix_emb), so one
         # sentence generates at a time; latents for cloning need no lock
         self._generation_lock = threading.Lock()
@@ -277,6 +283,13 @@ class XttsBackend(EngineBackend):
         assert isinstance(binding, XttsBinding)
         latents = self._speakers[binding.speaker]
         return XttsTTS(self, lambda: latents, self._options(language, speed, latency_critical))
+
+    def create_voice(
+        self, binding: Binding, *, language: str, speed: float, latency_critical: bool = False
+    ) -> XttsTTS:
+        return self.create_tts(
+            binding, speed=speed, latency_critical=latency_critical, language=language
+        )
 
     def create_cloned_tts(
         self, reference: VoiceReference, *, language: str, speed: float

@@ -187,7 +187,7 @@ async def test_bad_packets_get_error_events_and_the_next_is_spoken(room: RoomPai
         ({"id": "big", "text": "word " * 1000}, "bad_json", None),  # over max_packet_bytes
         (
             {"id": "clone", "text": "Hi", "voice_clone_reference": "AAAA"},
-            "cloning_unavailable",
+            "reference_unreadable",
             "clone",
         ),
     ]

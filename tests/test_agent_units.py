@@ -59,7 +59,7 @@ def test_a_server_packet_may_name_who_gets_the_events() -> None:
         (packet(text="Hi", mode="shout"), "invalid_option", "queue, interrupt"),
         (packet(text="Hi", id=""), "invalid_option", "'id'"),
         (packet(text="Hi", speed="fast"), "invalid_option", "'speed'"),
-        (packet(text="Hi", voice_clone_reference="AAAA"), "cloning_unavailable", "xtts"),
+        (packet(text="Hi", voice_clone_reference=7), "invalid_option", "voice_clone_reference"),
     ],
 )
 def test_bad_packets_name_what_is_wrong(payload: bytes, code: str, fragment: str) -> None:

@@ -14,7 +14,7 @@ from aiohttp import WSServerHandshakeError
 from prometheus_client.parser import text_string_to_metric_families
 
 from engines.audio import pcm16_to_float
-from engines.config import ServiceConfig
+from engines.config import ApiSettings, ServiceConfig
 from engines.enhancement import integrated_loudness, true_peak
 from engines.names import EngineName
 from engines.synthesizer import SpeechSynthesizer
@@ -68,7 +68,7 @@ FAST_SPEED_MIN_RATIO = 0.5
 ENGINES_OF_THE_DESIGN = {"piper", "kokoro", "espeak-ng", "speecht5", "xtts", "edge-tts"}
 VOICES_IN_LIBRARY = 14
 MAX_TEXT_CHARS = 10_000
-MAX_BODY_BYTES = 1_048_576
+MAX_BODY_BYTES = ApiSettings().max_body_bytes
 
 
 async def synthesize(api: ApiClient, body: dict[str, Any], query: str = "") -> dict[str, Any]:
@@ -679,11 +679,18 @@ BAD_BODIES: list[tuple[str, bytes, int, str, str]] = [
         "xtts",
     ),
     (
-        "voice-cloning",
+        "voice-clone-reference-unreadable",
         json.dumps({"text": "Hi", "voice_clone_reference": "UklGRg=="}).encode(),
         400,
-        "cloning_unavailable",
-        "xtts",
+        "reference_unreadable",
+        "WAV, MP3 or OGG",
+    ),
+    (
+        "voice-clone-reference-not-a-string",
+        json.dumps({"text": "Hi", "voice_clone_reference": 5}).encode(),
+        400,
+        "invalid_option",
+        "voice_clone_reference",
     ),
     (
         "text-too-long",

@@ -14,7 +14,7 @@ import websockets
 from aiohttp import ClientWebSocketResponse, WSServerHandshakeError
 
 from engines.audio import AudioChunk
-from engines.config import ServiceConfig
+from engines.config import ApiSettings, ServiceConfig
 from engines.synthesizer import SpeechSynthesizer
 from tests.api_fixtures import (
     MESSAGE_TIMEOUT_S,
@@ -70,7 +70,7 @@ CANCELLED_SHARE_MAX = 0.25
 """After a cancel, at most this share of the whole text's audio may have been sent."""
 DURATION_ROUNDING_S = 0.002
 CODEC_LENGTH_TOLERANCE_S = {"wav": 0.002, "flac": 0.002, "opus": 0.03, "mp3": 0.08}
-MAX_WS_MESSAGE_BYTES = 262_144
+MAX_WS_MESSAGE_BYTES = ApiSettings().max_ws_message_bytes
 
 
 def chunk_samples(message: dict[str, Any]) -> int:

@@ -258,8 +258,7 @@ class CpuSnapshot:
 def cpu_snapshot() -> CpuSnapshot:
     times = psutil.cpu_times()
     busy = sum(
-        float(getattr(times, name, 0.0))
-        for name in ("user", "nice", "system", "irq", "softirq")
+        float(getattr(times, name, 0.0)) for name in ("user", "nice", "system", "irq", "softirq")
     )
     own = psutil.Process().cpu_times()
     return CpuSnapshot(
@@ -310,12 +309,21 @@ def wait_for_quiet(max_wait_s: float) -> dict[str, float]:
 
 
 def print_sections(sections: dict[str, dict[str, float]]) -> None:
-    heading("Conditions per section (average cores busy; the machine has "
-            f"{psutil.cpu_count()} logical CPUs)")
+    heading(
+        "Conditions per section (average cores busy; the machine has "
+        f"{psutil.cpu_count()} logical CPUs)"
+    )
     print(
         render_table(
-            ["section", "wall s", "this process", "other processes", "host steal",
-             "RSS after MB", "peak RSS MB"],
+            [
+                "section",
+                "wall s",
+                "this process",
+                "other processes",
+                "host steal",
+                "RSS after MB",
+                "peak RSS MB",
+            ],
             [
                 [
                     name,
@@ -341,6 +349,7 @@ def request_for(case: EngineCase, text: str) -> SynthesisRequest:
 
 
 def local_tts(candidate: Candidate) -> LocalTTS:
+    assert candidate.binding is not None  # a library voice, not a clone
     voice = candidate.backend.create_tts(candidate.binding, speed=1.0)
     if not isinstance(voice, LocalTTS):
         raise TypeError(f"{candidate.engine} is not a local engine")
@@ -462,8 +471,17 @@ def print_engine_reports(reports: Sequence[EngineReport]) -> None:
     print(
         render_table(
             [
-                "engine", "n", "ttfa p50", "ttfa p95", "wall p50", "wall p95", "engine-only p50",
-                "base p50", "base p95", "base/stream", "target p50",
+                "engine",
+                "n",
+                "ttfa p50",
+                "ttfa p95",
+                "wall p50",
+                "wall p95",
+                "engine-only p50",
+                "base p50",
+                "base p95",
+                "base/stream",
+                "target p50",
             ],
             rows,
         )
@@ -530,15 +548,17 @@ async def bench_concurrent(synth: SpeechSynthesizer) -> dict[str, Any]:
     print(
         render_table(
             ["sessions", "runs", "audio s", "rtf p50", "rtf max", "audio s / wall s", "target"],
-            [[
-                str(CONCURRENT_SESSIONS),
-                str(len(runs)),
-                f"{statistics.mean(r.audio_s for r in runs):.1f}",
-                f"{rtf['p50']:.3f}",
-                f"{rtf['max']:.3f}",
-                f"{statistics.median(throughput):.2f}",
-                f"<= {TARGET_TWO_SESSION_RTF}",
-            ]],
+            [
+                [
+                    str(CONCURRENT_SESSIONS),
+                    str(len(runs)),
+                    f"{statistics.mean(r.audio_s for r in runs):.1f}",
+                    f"{rtf['p50']:.3f}",
+                    f"{rtf['max']:.3f}",
+                    f"{statistics.median(throughput):.2f}",
+                    f"<= {TARGET_TWO_SESSION_RTF}",
+                ]
+            ],
         )
     )
     return {
@@ -617,7 +637,9 @@ async def memory_round(synth: SpeechSynthesizer, request: SynthesisRequest) -> d
         rss_last = rss_now
     pcm_mb = statistics.mean(
         (h.utterance.result.audio_duration_s - h.first_chunk_s)
-        * request.sample_rate * PCM16_BYTES_PER_SAMPLE / BYTES_PER_MB
+        * request.sample_rate
+        * PCM16_BYTES_PER_SAMPLE
+        / BYTES_PER_MB
         for h in held
     )
     await release(held)
@@ -643,12 +665,21 @@ async def bench_memory(synth: SpeechSynthesizer, rss_loaded: dict[str, float]) -
         render_table(
             ["measure", "MB", "target MB"],
             [
-                ["peak RSS after loading + warming all engines (ru_maxrss)",
-                 f"{rss_loaded['peak_mb']:.1f}", f"<= {TARGET_RSS_MB:.0f}"],
-                ["RSS after loading + warming all engines (psutil)",
-                 f"{rss_loaded['current_mb']:.1f}", ""],
-                ["RSS before the held-session test (after sections 1-3)",
-                 f"{rounds[0]['rss_before_mb']:.1f}", ""],
+                [
+                    "peak RSS after loading + warming all engines (ru_maxrss)",
+                    f"{rss_loaded['peak_mb']:.1f}",
+                    f"<= {TARGET_RSS_MB:.0f}",
+                ],
+                [
+                    "RSS after loading + warming all engines (psutil)",
+                    f"{rss_loaded['current_mb']:.1f}",
+                    "",
+                ],
+                [
+                    "RSS before the held-session test (after sections 1-3)",
+                    f"{rounds[0]['rss_before_mb']:.1f}",
+                    "",
+                ],
             ],
         )
     )
@@ -674,10 +705,18 @@ async def bench_memory(synth: SpeechSynthesizer, rss_loaded: dict[str, float]) -
     ]
     print(
         render_table(
-            ["round", "RSS 0", f"RSS {HELD_SESSIONS}", f"RSS {HELD_SESSIONS + 1}",
-             f"RSS {last}", f"+1 ({HELD_SESSIONS}->{HELD_SESSIONS + 1})",
-             f"slope {HELD_SESSIONS}->{last}", f"mean 0->{HELD_SESSIONS}", "PCM held/session",
-             "settled"],
+            [
+                "round",
+                "RSS 0",
+                f"RSS {HELD_SESSIONS}",
+                f"RSS {HELD_SESSIONS + 1}",
+                f"RSS {last}",
+                f"+1 ({HELD_SESSIONS}->{HELD_SESSIONS + 1})",
+                f"slope {HELD_SESSIONS}->{last}",
+                f"mean 0->{HELD_SESSIONS}",
+                "PCM held/session",
+                "settled",
+            ],
             rows,
         )
     )
@@ -693,9 +732,7 @@ async def bench_memory(synth: SpeechSynthesizer, rss_loaded: dict[str, float]) -
         "extra_sessions": EXTRA_SESSIONS,
         "rounds": rounds,
         "one_more_session_mb_median": statistics.median(r["one_more_session_mb"] for r in rounds),
-        "slope_mb_per_session_median": statistics.median(
-            r["slope_mb_per_session"] for r in rounds
-        ),
+        "slope_mb_per_session_median": statistics.median(r["slope_mb_per_session"] for r in rounds),
         "target_rss_mb": TARGET_RSS_MB,
         "target_session_mb": TARGET_SESSION_MB,
     }
@@ -772,8 +809,13 @@ async def bench_thread_sweep(base: ServiceConfig) -> dict[str, Any]:
     heading(f"5. Piper thread sweep (workers={SWEEP_WORKERS})")
     print(
         render_table(
-            ["intra_op_threads", "2-session audio s/wall s", "2-session rtf p50",
-             "1-session ttfa p50", "1-session ttfa p95"],
+            [
+                "intra_op_threads",
+                "2-session audio s/wall s",
+                "2-session rtf p50",
+                "1-session ttfa p50",
+                "1-session ttfa p95",
+            ],
             [
                 [
                     str(r.intra_op_threads),
@@ -920,13 +962,22 @@ def bench_op_profile(
     rows: list[list[str]] = []
     for name, profile in profiles.items():
         for op in profile["top_ops"]:
-            rows.append([
-                name, op["op"], f"{op['ms']:.1f}", f"{op['share_pct']:.1f}%",
-            ])
-        rows.append([
-            name, "(all kernels / whole run)", f"{profile['kernel_ms']:.1f}",
-            f"run {profile['run_ms']:.1f} ms",
-        ])
+            rows.append(
+                [
+                    name,
+                    op["op"],
+                    f"{op['ms']:.1f}",
+                    f"{op['share_pct']:.1f}%",
+                ]
+            )
+        rows.append(
+            [
+                name,
+                "(all kernels / whole run)",
+                f"{profile['kernel_ms']:.1f}",
+                f"run {profile['run_ms']:.1f} ms",
+            ]
+        )
     print(render_table(["engine", "op type", "ms", "share of kernel time"], rows))
     for name, profile in profiles.items():
         print(f"{name}: {profile['text']!r}, intra_op_threads={profile['intra_op_threads']}")

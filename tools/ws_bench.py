@@ -364,7 +364,7 @@ def wait_for_quiet(max_wait_s: float, servers: Sequence[psutil.Process]) -> dict
         time.sleep(QUIET_WINDOW_S)
         end = cpu_snapshot()
         wall = end.wall_s - start.wall_s
-        ours = (end.own_s - start.own_s + sum(process_cpu_s(p) for p in servers) - ours_start)
+        ours = end.own_s - start.own_s + sum(process_cpu_s(p) for p in servers) - ours_start
         other = max(0.0, (end.busy_s - start.busy_s) / wall - ours / wall)
         if other <= QUIET_OTHER_CORES or time.perf_counter() >= deadline:
             return {
@@ -642,8 +642,7 @@ def mark_in_flight(samples: list[RequestSample], level_start: float) -> None:
     ]
     for i, sample in enumerate(samples):
         sample.in_flight_at_send = sum(
-            1 for j, (begin, end) in enumerate(spans)
-            if j != i and begin < sample.sent_at < end
+            1 for j, (begin, end) in enumerate(spans) if j != i and begin < sample.sent_at < end
         )
     for sample in samples:
         sample.sent_at -= level_start
@@ -667,10 +666,16 @@ def print_in_flight(levels: Sequence[LevelReport]) -> None:
                 continue
             label = str(low) if low == high else f"{low}+" if high >= 10**9 else f"{low}-{high}"
             summary = stats(values)
-            rows.append([
-                str(level.sessions), label, str(len(values)), fmt(summary["p50"]),
-                fmt(summary["p95"]), fmt(summary["max"]),
-            ])
+            rows.append(
+                [
+                    str(level.sessions),
+                    label,
+                    str(len(values)),
+                    fmt(summary["p50"]),
+                    fmt(summary["p95"]),
+                    fmt(summary["max"]),
+                ]
+            )
     print(render_table(["sessions", "others in flight", "n", "p50", "p95", "max"], rows))
 
 
@@ -737,9 +742,21 @@ def print_levels(levels: Sequence[LevelReport]) -> None:
     heading("Latency and underruns per level (ms; client = send -> first audio message received)")
     print(
         render_table(
-            ["sessions", "requests", "errors", "client p50", "client p95", "client max",
-             "srv sent p50", "srv sent p95", "srv ttfa p50", "underruns", "req w/ underrun",
-             "largest gap", "srv-counted underruns"],
+            [
+                "sessions",
+                "requests",
+                "errors",
+                "client p50",
+                "client p95",
+                "client max",
+                "srv sent p50",
+                "srv sent p95",
+                "srv ttfa p50",
+                "underruns",
+                "req w/ underrun",
+                "largest gap",
+                "srv-counted underruns",
+            ],
             [
                 [
                     str(r.sessions),
@@ -768,14 +785,29 @@ def print_levels(levels: Sequence[LevelReport]) -> None:
     errors = {r.sessions: r.error_kinds for r in levels if r.error_kinds}
     if errors:
         print(f"errors by kind: {errors}")
-    heading("Load and resources per level (average cores over the level; the machine has "
-            f"{psutil.cpu_count()} logical CPUs)")
+    heading(
+        "Load and resources per level (average cores over the level; the machine has "
+        f"{psutil.cpu_count()} logical CPUs)"
+    )
     print(
         render_table(
-            ["sessions", "wall s", "audio s/req", "offered audio s/s", "delivered audio s/s",
-             "engine queue mean/max", "server cores", "event loop", "workers", "low-prio",
-             "server peak RSS MB",
-             "client cores", "client lag p99 ms", "other procs", "steal"],
+            [
+                "sessions",
+                "wall s",
+                "audio s/req",
+                "offered audio s/s",
+                "delivered audio s/s",
+                "engine queue mean/max",
+                "server cores",
+                "event loop",
+                "workers",
+                "low-prio",
+                "server peak RSS MB",
+                "client cores",
+                "client lag p99 ms",
+                "other procs",
+                "steal",
+            ],
             [
                 [
                     str(r.sessions),
@@ -841,9 +873,7 @@ async def peer_request(http: aiohttp.ClientSession, peer: Server, sentence: int)
     )
 
 
-async def run_peer(
-    http: aiohttp.ClientSession, ours: Server, peer: Server
-) -> dict[str, Any]:
+async def run_peer(http: aiohttp.ClientSession, ours: Server, peer: Server) -> dict[str, Any]:
     """The sentences one at a time to the peer and to us (one WebSocket), interleaved."""
     peer_samples: list[PeerSample] = []
     our_samples: list[RequestSample] = []
@@ -878,8 +908,10 @@ async def run_peer(
 
 
 def print_peer(peer: dict[str, Any], one_session: LevelReport | None) -> None:
-    heading(f"Peer: Piper's own HTTP server, same voice file, same {len(SENTENCES)} sentences, "
-            f"one at a time x{PEER_PASSES} (ms)")
+    heading(
+        f"Peer: Piper's own HTTP server, same voice file, same {len(SENTENCES)} sentences, "
+        f"one at a time x{PEER_PASSES} (ms)"
+    )
     rows = [
         [
             "piper.http_server POST /synthesize (whole WAV)",
@@ -901,25 +933,30 @@ def print_peer(peer: dict[str, Any], one_session: LevelReport | None) -> None:
         ],
     ]
     if one_session is not None:
-        rows.append([
-            "hive-tts WS, 1-session level (with pauses)",
-            str(one_session.client_ttfa_ms["n"]),
-            fmt(one_session.client_ttfa_ms["p50"]),
-            fmt(one_session.client_ttfa_ms["p95"]),
-            "-",
-            "-",
-            fmt(one_session.audio_s_mean, 2),
-        ])
-    print(render_table(
-        ["server", "n", "first byte/audio p50", "p95", "full reply p50", "p95", "audio s"], rows
-    ))
+        rows.append(
+            [
+                "hive-tts WS, 1-session level (with pauses)",
+                str(one_session.client_ttfa_ms["n"]),
+                fmt(one_session.client_ttfa_ms["p50"]),
+                fmt(one_session.client_ttfa_ms["p95"]),
+                "-",
+                "-",
+                fmt(one_session.audio_s_mean, 2),
+            ]
+        )
+    print(
+        render_table(
+            ["server", "n", "first byte/audio p50", "p95", "full reply p50", "p95", "audio s"], rows
+        )
+    )
     peer_p50 = peer["peer_first_byte_ms"]["p50"]
     ratios = [f"vs back to back {peer_p50 / peer['ours_client_ttfa_ms']['p50']:.2f}x"]
     if one_session is not None:
         ours_p50 = one_session.client_ttfa_ms["p50"]
         ratios.insert(0, f"vs the 1-session level {peer_p50 / ours_p50:.2f}x")
     print(
-        "peer first-byte p50 / our client TTFA p50: " + ", ".join(ratios)
+        "peer first-byte p50 / our client TTFA p50: "
+        + ", ".join(ratios)
         + f"\n(the peer answers at its model's {peer['peer_audio_s_mean']:.2f} s of 22.05 kHz "
         "audio in one body, so its first byte comes when synthesis is complete; ours is the "
         "first piece at 48 kHz)"
@@ -938,20 +975,24 @@ def print_targets(levels: Sequence[LevelReport]) -> dict[str, Any]:
         p50, p95 = one.client_ttfa_ms["p50"], one.client_ttfa_ms["p95"]
         verdicts["one_session_p50"] = p50 <= TARGET_ONE_SESSION_P50_MS
         verdicts["one_session_p95"] = p95 <= TARGET_ONE_SESSION_P95_MS
-        print(f"1 session: client TTFA p50 {p50:.1f} ms (target <= {TARGET_ONE_SESSION_P50_MS:.0f})"
-              f" {'met' if verdicts['one_session_p50'] else 'MISSED'}; p95 {p95:.1f} ms "
-              f"(target <= {TARGET_ONE_SESSION_P95_MS:.0f}) "
-              f"{'met' if verdicts['one_session_p95'] else 'MISSED'}")
+        print(
+            f"1 session: client TTFA p50 {p50:.1f} ms (target <= {TARGET_ONE_SESSION_P50_MS:.0f})"
+            f" {'met' if verdicts['one_session_p50'] else 'MISSED'}; p95 {p95:.1f} ms "
+            f"(target <= {TARGET_ONE_SESSION_P95_MS:.0f}) "
+            f"{'met' if verdicts['one_session_p95'] else 'MISSED'}"
+        )
     loaded = by_n.get(TARGET_LOADED_SESSIONS)
     if loaded is not None:
         p95 = loaded.client_ttfa_ms["p95"]
         verdicts["loaded_p95"] = p95 <= TARGET_LOADED_P95_MS
         verdicts["loaded_underruns"] = loaded.underruns <= TARGET_LOADED_UNDERRUNS
-        print(f"{TARGET_LOADED_SESSIONS} sessions: client TTFA p95 {p95:.1f} ms (target <= "
-              f"{TARGET_LOADED_P95_MS:.0f}) {'met' if verdicts['loaded_p95'] else 'MISSED'}; "
-              f"underruns {loaded.underruns} in {loaded.requests_with_underrun_pct:.1f}% of "
-              f"requests (target {TARGET_LOADED_UNDERRUNS}) "
-              f"{'met' if verdicts['loaded_underruns'] else 'MISSED'}; errors {loaded.errors}")
+        print(
+            f"{TARGET_LOADED_SESSIONS} sessions: client TTFA p95 {p95:.1f} ms (target <= "
+            f"{TARGET_LOADED_P95_MS:.0f}) {'met' if verdicts['loaded_p95'] else 'MISSED'}; "
+            f"underruns {loaded.underruns} in {loaded.requests_with_underrun_pct:.1f}% of "
+            f"requests (target {TARGET_LOADED_UNDERRUNS}) "
+            f"{'met' if verdicts['loaded_underruns'] else 'MISSED'}; errors {loaded.errors}"
+        )
     return verdicts
 
 
@@ -1005,9 +1046,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         async with client_session() as http:
             quiet = wait_for_quiet(args.wait_quiet, [])
             report["cpu_before_start"] = quiet
-            print(f"before starting, other processes used {quiet['other_cores']:.2f} cores "
-                  f"(host steal {quiet['steal_cores']:.2f}, load average "
-                  f"{quiet['load_average_1min']:.2f})", flush=True)
+            print(
+                f"before starting, other processes used {quiet['other_cores']:.2f} cores "
+                f"(host steal {quiet['steal_cores']:.2f}, load average "
+                f"{quiet['load_average_1min']:.2f})",
+                flush=True,
+            )
             if args.url:
                 ours = Server("hive-tts", args.url.rstrip("/"), None, None)
                 print(f"using the running server at {ours.url} (its CPU is not measured)")
@@ -1020,25 +1064,33 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             up_s = await wait_until_up(http, ours, "/health")
             info = await health(http, ours)
             report["server_health"] = {k: info.get(k) for k in ("status", "problems", "engines")}
-            print(f"/health answered after {up_s:.1f} s: status {info.get('status')}, "
-                  f"problems {info.get('problems')}", flush=True)
+            print(
+                f"/health answered after {up_s:.1f} s: status {info.get('status')}, "
+                f"problems {info.get('problems')}",
+                flush=True,
+            )
             await warm_up(http, ours)
             levels: list[LevelReport] = []
             for n in args.sessions:
                 duration = args.duration_s or DEFAULT_DURATION_S.get(n, FALLBACK_DURATION_S)
                 left = await wait_sessions_closed(http, ours)
                 quiet = wait_for_quiet(args.wait_quiet, [p for p in [ours.ps] if p])
-                print(f"\n-- {n} sessions for {duration:.0f} s (server sessions still open "
-                      f"before: {left}; other processes {quiet['other_cores']:.2f} cores)",
-                      flush=True)
+                print(
+                    f"\n-- {n} sessions for {duration:.0f} s (server sessions still open "
+                    f"before: {left}; other processes {quiet['other_cores']:.2f} cores)",
+                    flush=True,
+                )
                 result = await run_level(http, ours, n, duration, rng)
                 level = summarize_level(n, duration, *result)
                 level.cpu_before = quiet
                 levels.append(level)
-                print(f"   {level.requests} requests, {level.errors} errors, client TTFA p50 "
-                      f"{fmt(level.client_ttfa_ms['p50'])} p95 {fmt(level.client_ttfa_ms['p95'])}"
-                      f" ms, underruns {level.underruns}; server {level.cpu['server_cores']:.2f}"
-                      f" cores, other processes {level.cpu['other_cores']:.2f}", flush=True)
+                print(
+                    f"   {level.requests} requests, {level.errors} errors, client TTFA p50 "
+                    f"{fmt(level.client_ttfa_ms['p50'])} p95 {fmt(level.client_ttfa_ms['p95'])}"
+                    f" ms, underruns {level.underruns}; server {level.cpu['server_cores']:.2f}"
+                    f" cores, other processes {level.cpu['other_cores']:.2f}",
+                    flush=True,
+                )
             report["levels"] = [asdict(r) for r in levels]
             print_levels(levels)
             print_in_flight(levels)
@@ -1058,32 +1110,50 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "cpu": cpu,
             }
             report["capacity"] = capacity
-            heading(f"Capacity: {CAPACITY_SESSIONS} sessions back to back (no pauses) for "
-                    f"{CAPACITY_S:.0f} s")
-            print(f"{capacity['audio_s_per_s']:.2f} audio s per wall s over {len(ok)} replies "
-                  f"({capacity['errors']} errors); client TTFA p50 "
-                  f"{fmt(capacity['client_ttfa_ms']['p50'])} ms; server "
-                  f"{cpu['server_cores']:.2f} cores (event loop "
-                  f"{cpu['server_event_loop_cores']:.2f}), client {cpu['client_cores']:.2f}, "
-                  f"other processes {cpu['other_cores']:.2f}")
+            heading(
+                f"Capacity: {CAPACITY_SESSIONS} sessions back to back (no pauses) for "
+                f"{CAPACITY_S:.0f} s"
+            )
+            print(
+                f"{capacity['audio_s_per_s']:.2f} audio s per wall s over {len(ok)} replies "
+                f"({capacity['errors']} errors); client TTFA p50 "
+                f"{fmt(capacity['client_ttfa_ms']['p50'])} ms; server "
+                f"{cpu['server_cores']:.2f} cores (event loop "
+                f"{cpu['server_event_loop_cores']:.2f}), client {cpu['client_cores']:.2f}, "
+                f"other processes {cpu['other_cores']:.2f}"
+            )
             for level in levels:
-                print(f"  {level.sessions} sessions offered {level.offered_audio_s_per_s:.1f} "
-                      f"audio s/s = {level.offered_audio_s_per_s / capacity['audio_s_per_s']:.2f}"
-                      "x capacity")
+                print(
+                    f"  {level.sessions} sessions offered {level.offered_audio_s_per_s:.1f} "
+                    f"audio s/s = {level.offered_audio_s_per_s / capacity['audio_s_per_s']:.2f}"
+                    "x capacity"
+                )
 
             one = next((r for r in levels if r.sessions == 1), None)
             peer: Server | None = None
             if not args.skip_peer:
                 port = free_port()
-                command = [sys.executable, "-m", "piper.http_server", "-m", str(joe_model_path()),
-                           "--host", LOOPBACK, "--port", str(port)]
+                command = [
+                    sys.executable,
+                    "-m",
+                    "piper.http_server",
+                    "-m",
+                    str(joe_model_path()),
+                    "--host",
+                    LOOPBACK,
+                    "--port",
+                    str(port),
+                ]
                 peer = start_process("piper-http", command, log_dir, port)
                 servers.append(peer)
                 try:
                     await wait_until_up(http, peer, "/info")
                 except RuntimeError as exc:  # e.g. piper-tts[http] (Flask) not installed
-                    print(f"\npeer skipped: {exc}\n(install it with: .venv/bin/pip install "
-                          "'piper-tts[http]')", flush=True)
+                    print(
+                        f"\npeer skipped: {exc}\n(install it with: .venv/bin/pip install "
+                        "'piper-tts[http]')",
+                        flush=True,
+                    )
                     report["peer"] = {"skipped": str(exc)}
                     peer = None
             if peer is not None:
@@ -1099,8 +1169,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 cpu["hive_tts_server_cores"] = ours_cores
                 report["peer"]["cpu"] = cpu
                 print_peer(report["peer"], one)
-                print(f"during the comparison: peer {cpu['server_cores']:.2f} cores, hive-tts "
-                      f"{ours_cores:.2f}, other processes {cpu['other_cores']:.2f}")
+                print(
+                    f"during the comparison: peer {cpu['server_cores']:.2f} cores, hive-tts "
+                    f"{ours_cores:.2f}, other processes {cpu['other_cores']:.2f}"
+                )
             report["targets"] = print_targets(levels)
     report["total_s"] = time.perf_counter() - began
     print(f"\ntotal {report['total_s']:.0f} s; server logs in {log_dir}")
