@@ -7,6 +7,7 @@ import pytest
 
 from agent.livekit_server import DevServer
 from engines.config import ServiceConfig, load_config
+from engines.names import EngineName
 from engines.synthesizer import SpeechSynthesizer, build_backends
 from engines.voices import VoiceCatalog
 from tests.api_fixtures import ApiClient, api_client
@@ -18,7 +19,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def service_config() -> ServiceConfig:
-    return load_config(REPO_ROOT / "config.yaml")
+    """The shipped config.yaml without Edge TTS: tests never call Microsoft's service (the Edge
+    tests run against a local fake of it, tests/fake_edge_service.py)."""
+    config = load_config(REPO_ROOT / "config.yaml")
+    return config.model_copy(update={"disabled_engines": (EngineName.EDGE,)})
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +71,7 @@ agent:
   max_packet_bytes: 4096
 limits:
   max_text_chars: 2000
+disabled_engines: [edge-tts]
 """
 
 

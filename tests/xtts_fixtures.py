@@ -31,8 +31,8 @@ from engines.xtts_engine import (
 )
 from tests.reference_audio import REFERENCE_RATE_HZ, voiced_signal
 
-BUILT_IN_SPEAKERS = ("Claribel Dervla", "Andrew Chipper")
-"""Named as ``voices.yaml`` binds them."""
+BUILT_IN_SPEAKERS = ("Claribel Dervla", "Andrew Chipper", "Ana Florence")
+"""Speakers of voices.yaml (en-US Sarah and David, es-MX Sofía); the others are absent."""
 SEED = 1234
 TINY_GPT_LAYERS = 2
 TINY_GPT_CHANNELS = 64
