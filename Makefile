@@ -60,6 +60,7 @@ bench: install livekit
 	$(BIN)/python -m tools.bench
 	$(BIN)/python -m tools.ws_bench
 	$(BIN)/python -m tools.room_bench
+	$(BIN)/python -m tools.engine_bench
 
 clean:
 	rm -rf $(VENV) .cache out .mypy_cache .ruff_cache .pytest_cache
