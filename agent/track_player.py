@@ -32,6 +32,9 @@ SOURCE_QUEUE_MS = 200
 """Audio handed to WebRTC ahead of playout: room for the loop to stall without a gap."""
 INTERRUPT_FADE_MS = 5
 """An interrupted utterance fades out over this long from the sample being played."""
+SUBSCRIPTION_WAIT_S = 1.0
+"""A new track's first utterance waits this long at most for a listener's subscription (when
+someone is in the room): audio sent before the subscriber's path is up is never heard."""
 
 
 @dataclass
@@ -123,11 +126,13 @@ class TrackPlayer:
         self._play_task: asyncio.Task[None] | None = None
         self._runner: asyncio.Task[None] | None = None
         self._writer = _FrameWriter(self._source)
+        self._publication: rtc.LocalTrackPublication | None = None
         self.track_sid = ""
 
     async def publish(self) -> None:
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         publication = await self._room.local_participant.publish_track(self._track, options)
+        self._publication = publication
         self.track_sid = publication.sid
         self._runner = asyncio.create_task(self._run(), name=f"player-{self.name}")
 
@@ -196,6 +201,15 @@ class TrackPlayer:
                 self._current = None
                 self._play_task = None
 
+    async def _first_listener(self) -> None:
+        """Until someone has subscribed once, wait (bounded) for them, if anyone is here."""
+        publication = self._publication
+        if publication is None or not self._room.remote_participants:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(publication.wait_for_subscription(), SUBSCRIPTION_WAIT_S)
+        self._publication = None  # subscribed, or nobody came: never wait again
+
     async def _play(self, item: QueuedSpeech) -> None:
         request = item.request
         segment = CaptionSegment(self._room, request.id, self.track_sid)
@@ -207,6 +221,7 @@ class TrackPlayer:
             async for chunk in item.utterance:
                 if first:
                     first = False
+                    await self._first_listener()
                     ttfa_ms = (time.perf_counter() - item.received_at) * 1000
                     # the first frame goes out before anything else is awaited
                     await self._writer.write(chunk.pcm[:FRAME_SAMPLES])

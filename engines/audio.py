@@ -161,6 +161,73 @@ def shape_piece(samples: FloatAudio, sample_rate: int, policy: JoinPolicy) -> Fl
     return piece
 
 
+STREAM_HOLD_MS = 120
+"""Held back from a streamed piece until it ends, so its end can still be trimmed and faded."""
+
+
+class PieceStreamer:
+    """``shape_piece`` for a piece whose audio arrives in parts, resampled as it goes.
+
+    Leading silence (below the policy's absolute floor) is dropped and the first audible part
+    fades in; the last ``STREAM_HOLD_MS`` and any silence after the last audible sample are held
+    until more audio or :meth:`finish`, which trims trailing silence (keeping ``tail_keep_ms``)
+    and fades out. Unlike ``shape_piece`` it cannot
+    compare with the piece's loudest part, which has not arrived yet."""
+
+    def __init__(self, sample_rate: int, out_rate: int, policy: JoinPolicy) -> None:
+        self._rate = sample_rate
+        self._policy = policy
+        self._hold = sample_rate * STREAM_HOLD_MS // 1000
+        self._held = np.zeros(0, dtype=np.float32)
+        self._started = False
+        self._resampler = (
+            soxr.ResampleStream(sample_rate, out_rate, 1, dtype="float32", quality="HQ")
+            if sample_rate != out_rate
+            else None
+        )
+
+    def push(self, block: FloatAudio) -> FloatAudio:
+        """Audio ready to go out (at the output rate); often empty."""
+        if not self._started:
+            audible = np.flatnonzero(np.abs(block) > self._policy.absolute_floor)
+            if audible.size == 0:
+                return np.zeros(0, dtype=np.float32)
+            keep = self._rate * self._policy.head_keep_ms // 1000
+            block = block[max(0, int(audible[0]) - keep) :].astype(np.float32, copy=True)
+            fade = min(block.size, self._rate * self._policy.fade_in_ms // 1000)
+            if fade > 1:
+                block[:fade] *= _raised_cosine(fade)
+            self._started = True
+        held = np.concatenate([self._held, block.astype(np.float32, copy=False)])
+        audible = np.flatnonzero(np.abs(held) > self._policy.absolute_floor)
+        # silence after the last audible sample waits: it may be the piece's trailing silence
+        split = int(audible[-1]) + 1 - self._hold if audible.size else 0
+        if split <= 0:
+            self._held = held
+            return np.zeros(0, dtype=np.float32)
+        ready, self._held = held[:split], held[split:]
+        return self._resample(ready, last=False)
+
+    def finish(self) -> FloatAudio:
+        """The held end of the piece, trimmed and faded (at the output rate)."""
+        tail = self._held.copy()
+        audible = np.flatnonzero(np.abs(tail) > self._policy.absolute_floor)
+        keep = self._rate * self._policy.tail_keep_ms // 1000
+        end = min(tail.size, int(audible[-1]) + 1 + keep) if audible.size else 0
+        tail = tail[:end]
+        fade = min(tail.size, self._rate * self._policy.fade_out_ms // 1000)
+        if fade > 1:
+            tail[-fade:] *= _raised_cosine(fade)[::-1]
+        self._held = np.zeros(0, dtype=np.float32)
+        return self._resample(tail, last=True) if self._started else np.zeros(0, np.float32)
+
+    def _resample(self, samples: FloatAudio, *, last: bool) -> FloatAudio:
+        if self._resampler is None:
+            return samples
+        out = self._resampler.resample_chunk(samples, last=last)
+        return np.asarray(out, dtype=np.float32)
+
+
 def pause(boundary: Boundary | None, sample_rate: int, policy: JoinPolicy) -> FloatAudio:
     """Silence to put before the next piece, after a piece that ended at ``boundary``."""
     if boundary is None:

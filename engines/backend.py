@@ -50,6 +50,9 @@ class EngineBackend(ABC):
     install_hint: str = ""
     supports_cloning: bool = False
     """Whether ``create_cloned_tts`` speaks in the voice of a reference recording."""
+    streams_within_piece: bool = False
+    """Whether the engine's audio for one piece of text arrives in several parts (a streaming
+    model or a network stream), so the first piece can be played before it is complete."""
 
     def __init__(self) -> None:
         self.state = EngineState.NOT_LOADED
@@ -118,7 +121,12 @@ class EngineBackend(ABC):
         return self.create_tts(binding, speed=speed, latency_critical=latency_critical)
 
     def create_cloned_tts(
-        self, reference: VoiceReference, *, language: str, speed: float
+        self,
+        reference: VoiceReference,
+        *,
+        language: str,
+        speed: float,
+        latency_critical: bool = False,
     ) -> tts.TTS[Any]:
         """A LiveKit TTS speaking ``language`` in the voice of ``reference``."""
         raise CloningUnsupportedError(f"engine {self.name.value!r} cannot clone a voice")

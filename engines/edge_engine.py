@@ -255,6 +255,7 @@ class _Options:
 class EdgeBackend(EngineBackend):
     """Microsoft Edge's online neural voices (needs the internet; see module doc)."""
 
+    streams_within_piece = True
     name = EngineName.EDGE
     profile = EngineProfile(
         quality_mos=3.5,

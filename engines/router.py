@@ -68,7 +68,9 @@ class Candidate:
 
     def create_tts(self, *, language: str, speed: float, latency_critical: bool) -> tts.TTS[Any]:
         if self.reference is not None:
-            return self.backend.create_cloned_tts(self.reference, language=language, speed=speed)
+            return self.backend.create_cloned_tts(
+                self.reference, language=language, speed=speed, latency_critical=latency_critical
+            )
         assert self.binding is not None
         return self.backend.create_voice(
             self.binding, language=language, speed=speed, latency_critical=latency_critical

@@ -31,6 +31,7 @@ from .audio import (
     AudioChunk,
     FloatAudio,
     JoinPolicy,
+    PieceStreamer,
     float_to_pcm16,
     pause,
     pcm16_to_float,
@@ -220,6 +221,8 @@ class Utterance:
         )
         self._task: asyncio.Task[None] | None = None
         self._finished = False
+        self._streamed_audio = False
+        """Whether part of the piece being streamed (see ``_stream_piece``) went out."""
 
     @property
     def prepared(self) -> PreparedRequest:
@@ -302,18 +305,24 @@ class Utterance:
                     )
                 candidate = plan[0]
                 piece_started = time.perf_counter()
+                # until the first audio is out, time to first audio is what matters
+                first = self.result.ttfa_ms is None
+                streamed = first and candidate.backend.streams_within_piece
+                self._streamed_audio = False
                 try:
-                    # until the first audio is out, time to first audio is what matters
-                    key = (candidate.engine, self.result.ttfa_ms is None)
+                    key = (candidate.engine, first)
                     voice = voices.get(key)
                     if voice is None:
                         voice = candidate.create_tts(
                             language=prepared.voice.language,
                             speed=prepared.speed,
-                            latency_critical=key[1],
+                            latency_critical=first,
                         )
                         voices[key] = voice
-                    audio = await _render_piece(voice, _spoken_text(piece))
+                    if streamed:
+                        await self._stream_piece(voice, piece, candidate, piece_started)
+                    else:
+                        audio = await _render_piece(voice, _spoken_text(piece))
                 except (APIError, EngineError) as exc:
                     registry.record_failure(candidate.engine, exc)
                     self.result.fallbacks.append(
@@ -324,8 +333,14 @@ class Utterance:
                         }
                     )
                     plan.pop(0)
+                    if self._streamed_audio:  # part of it was heard: the next engine goes on
+                        break  # with the next piece, so nothing is spoken twice
                     continue
                 break
+            if streamed:
+                after = piece.boundary
+                continue
+            assert voice is not None
             if candidate.engine.value not in self.result.engines:
                 self.result.engines.append(candidate.engine.value)
             shaped = shape_piece(audio, voice.sample_rate, policy)
@@ -335,19 +350,54 @@ class Utterance:
             out = resample(joined, voice.sample_rate, prepared.sample_rate)
             chunk = AudioChunk(float_to_pcm16(out), prepared.sample_rate, piece.text)
             del audio, shaped, joined, out  # a session waiting on a slow reader holds PCM only
-            first = self.result.ttfa_ms is None
-            if first:
-                self.result.ttfa_ms = (time.perf_counter() - self._started) * 1000
-            registry.record_success(
-                candidate.engine, (time.perf_counter() - piece_started) * 1000 if first else None
-            )
+            await self._emit(chunk, candidate, piece_started)
             self.result.pieces += 1
-            self.result.audio_duration_s += chunk.duration_s
-            self.result.synthesis_s = time.perf_counter() - self._started
-            await self._queue.put(chunk)
             after = piece.boundary
         if self.result.ttfa_ms is None:
             raise EngineError(self.result.engine or "none", "no audio was produced")
+
+    async def _emit(self, chunk: AudioChunk, candidate: Candidate, piece_started: float) -> None:
+        first = self.result.ttfa_ms is None
+        if first:
+            self.result.ttfa_ms = (time.perf_counter() - self._started) * 1000
+        self._synthesizer.registry.record_success(
+            candidate.engine, (time.perf_counter() - piece_started) * 1000 if first else None
+        )
+        self.result.audio_duration_s += chunk.duration_s
+        self.result.synthesis_s = time.perf_counter() - self._started
+        await self._queue.put(chunk)
+
+    async def _stream_piece(
+        self, voice: tts.TTS[Any], piece: TextPiece, candidate: Candidate, started: float
+    ) -> None:
+        """The first piece from an engine that streams within a piece: each part goes out as
+        it arrives, shaped by ``PieceStreamer``. ``_streamed_audio`` tells whether any did; an
+        engine error is raised either way (after a fade-out of what was heard)."""
+        rate = self._prepared.sample_rate
+        streamer = PieceStreamer(voice.sample_rate, rate, self._synthesizer.join_policy)
+        caption = piece.text
+
+        async def send(audio: FloatAudio) -> None:
+            nonlocal caption
+            if audio.size == 0:
+                return
+            if candidate.engine.value not in self.result.engines:
+                self.result.engines.append(candidate.engine.value)
+            await self._emit(AudioChunk(float_to_pcm16(audio), rate, caption), candidate, started)
+            if caption:
+                self.result.pieces += 1
+            caption, self._streamed_audio = "", True
+
+        try:
+            async with voice.synthesize(_spoken_text(piece)) as stream:
+                async for event in stream:
+                    block = pcm16_to_float(np.frombuffer(event.frame.data, dtype=np.int16))
+                    await send(streamer.push(block))
+        except (APIError, EngineError):
+            if self._streamed_audio:
+                await send(streamer.finish())  # what was heard ends with a fade, not a click
+            raise
+        await send(streamer.finish())
 
 
 async def _pieces_of(pieces: list[TextPiece]) -> AsyncIterator[TextPiece]:

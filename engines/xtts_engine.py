@@ -139,6 +139,7 @@ class _Options:
 
 
 class XttsBackend(EngineBackend):
+    streams_within_piece = True
     name = EngineName.XTTS
     profile = EngineProfile(
         quality_mos=3.8,
@@ -292,13 +293,18 @@ class XttsBackend(EngineBackend):
         )
 
     def create_cloned_tts(
-        self, reference: VoiceReference, *, language: str, speed: float
+        self,
+        reference: VoiceReference,
+        *,
+        language: str,
+        speed: float,
+        latency_critical: bool = False,
     ) -> XttsTTS:
         """Speak ``language`` in the voice of ``reference``.
 
         Cheap: the speaker latents are computed in the engine's pool on the first sentence
         (or by :meth:`prepare_clone`) and come from the cache afterwards."""
-        options = self._options(language, speed, latency_critical=False)
+        options = self._options(language, speed, latency_critical)
         return XttsTTS(self, lambda: self.clone_latents(reference), options)
 
     def clone_latents(self, reference: VoiceReference) -> SpeakerLatents:
