@@ -2,7 +2,8 @@
 
 Streaming speech starts when the first piece is ready, so the first piece is short; later pieces
 grow so that each is synthesized while the audio before it plays. Cuts go at sentence ends
-first, then at clause marks, then between words (preferring the place before a function word).
+first, then at clause marks, then between words (after the first piece, preferring the place
+before a function word).
 Nothing is ever cut inside a word, a number, an abbreviation, an e-mail address or a URL, and
 a cut between words never leaves a tiny remainder ("... command | line.") that would be spoken
 as a sentence of its own.
@@ -199,12 +200,17 @@ def segment_text(text: str, language: str = "en", first_index: int = 0) -> list[
             remainder_start = sentence_end - limits.min_chars
             allowed_words = {c for c in words if c <= remainder_start}
             clause_highest = start + int(limits.max_for(first_index + len(pieces)) * CLAUSE_SLACK)
+            # the first piece is as long as its budget allows: a short one that ends before a
+            # function word leaves that word utterance-initial in the next, where Piper reduces
+            # it ("The weather | in Paris is" was heard as "and pairs a" by whisper tiny.en
+            # and base alike; "The weather in Paris | is" round-trips exactly)
+            first = first_index + len(pieces) == 0
             cut, boundary = _best_cut(
                 lowest,
                 highest,
                 clause_highest,
                 clauses,
-                {c for c in preferred_words if c <= remainder_start},
+                set() if first else {c for c in preferred_words if c <= remainder_start},
                 allowed_words,
             )
             if cut is None:
