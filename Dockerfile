@@ -1,4 +1,5 @@
-# HIVE TTS — the control API (CPU; torch uses a GPU when the container is given one). Build: docker build -t hive-tts .  Run: docker run --rm hive-tts
+# HIVE TTS control API image (CPU; torch uses a GPU when the container gets one).
+# Build: docker build -t hive-tts .   Run: docker run --rm -p 8003:8003 hive-tts
 FROM python:3.11-slim
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
