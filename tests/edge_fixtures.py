@@ -7,7 +7,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from engines.audio import AudioChunk
+from engines.config import EdgeSettings as EdgeConfig
+from engines.config import ServiceConfig
 from engines.edge_engine import EDGE_NATIVE_SAMPLE_RATE_HZ, EdgeBackend, EdgeSettings
+from engines.names import EngineName
+from engines.synthesizer import SpeechSynthesizer, SynthesisRequest, UtteranceResult, build_backends
+from engines.voices import VoiceCatalog
 from tests.fake_edge_service import SERVICE_PATH, FakeEdgeService
 
 
@@ -44,3 +50,24 @@ def closed_port_url() -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return f"ws://127.0.0.1:{port}{SERVICE_PATH}?TrustedClientToken=nobody-listens"
+
+
+async def speak_with_edge_at(
+    url: str, request: SynthesisRequest, config: ServiceConfig, catalog: VoiceCatalog
+) -> tuple[list[AudioChunk], UtteranceResult, list[str]]:
+    """Speak ``request`` with a service whose Edge engine talks to ``url`` (Piper and espeak-ng
+    behind it; the torch engines and Kokoro off, to load fast): the chunks, the result and the
+    texts of the pieces it was cut into."""
+    engines = config.engines.model_copy(
+        update={"edge_tts": EdgeConfig(url=url, connect_timeout_s=1.0)}
+    )
+    disabled = (EngineName.XTTS, EngineName.SPEECHT5, EngineName.KOKORO)
+    config = config.model_copy(update={"engines": engines, "disabled_engines": disabled})
+    synth = SpeechSynthesizer(config, catalog, build_backends(config, deterministic=True))
+    await synth.start(warm_up=False)
+    try:
+        utterance = synth.synthesize(request)
+        chunks = [chunk async for chunk in utterance]
+    finally:
+        await synth.aclose()
+    return chunks, utterance.result, [piece.text for piece in utterance.prepared.pieces]

@@ -23,6 +23,7 @@ from engines.voice_reference import ReferenceTooShortError
 from engines.voices import VoiceCatalog
 from engines.xtts_engine import XttsBackend
 from tests.api_fixtures import ApiClient, api_client, error_of
+from tests.edge_fixtures import closed_port_url, speak_with_edge_at
 from tests.fake_edge_service import FakeEdgeService
 from tests.reference_audio import encode, voiced_signal
 from tests.speecht5_fixtures import build_tiny_speecht5
@@ -258,25 +259,14 @@ async def test_an_unreachable_edge_service_falls_back_fast(
     service_config: ServiceConfig, catalog: VoiceCatalog
 ) -> None:
     """No network: Edge fails at connect, typed and retryable, and the next engine speaks."""
-    engines = service_config.engines.model_copy(
-        update={"edge_tts": EdgeSettings(url="ws://127.0.0.1:9/edge?", connect_timeout_s=1.0)}
+    chunks, result, _ = await speak_with_edge_at(
+        closed_port_url(),
+        SynthesisRequest("Bonjour.", voice_id="fr-fr-female-premium"),
+        service_config,
+        catalog,
     )
-    config = service_config.model_copy(
-        update={
-            "engines": engines,
-            "disabled_engines": (EngineName.XTTS, EngineName.SPEECHT5, EngineName.KOKORO),
-            # Edge is enabled again, pointed at a closed loopback port
-        }
-    )
-    synth = SpeechSynthesizer(config, catalog, build_backends(config, deterministic=True))
-    await synth.start(warm_up=False)
-    try:
-        utterance = synth.synthesize(SynthesisRequest("Bonjour.", voice_id="fr-fr-female-premium"))
-        audio = [chunk async for chunk in utterance]
-        assert audio and utterance.result.engines == ["espeak-ng"]
-        assert [f["engine"] for f in utterance.result.fallbacks] == ["edge-tts"]
-    finally:
-        await synth.aclose()
+    assert chunks and result.engines == ["espeak-ng"]
+    assert [f["engine"] for f in result.fallbacks] == ["edge-tts"]
 
 
 def test_cli_voices_json_names_every_engine_with_its_state() -> None:

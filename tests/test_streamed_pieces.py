@@ -17,10 +17,10 @@ from engines.audio import (
     float_to_pcm16,
     resample,
 )
-from engines.config import EdgeSettings, ServiceConfig
-from engines.names import EngineName
-from engines.synthesizer import SpeechSynthesizer, SynthesisRequest, build_backends
+from engines.config import ServiceConfig
+from engines.synthesizer import SynthesisRequest
 from engines.voices import VoiceCatalog
+from tests.edge_fixtures import speak_with_edge_at
 from tests.fake_edge_service import FakeEdgeService, FakeMode
 
 RATE = 24_000
@@ -87,41 +87,24 @@ async def edge_service() -> AsyncIterator[FakeEdgeService]:
         yield service
 
 
-async def synthesizer_for(
-    service_config: ServiceConfig, catalog: VoiceCatalog, url: str
-) -> SpeechSynthesizer:
-    engines = service_config.engines.model_copy(update={"edge_tts": EdgeSettings(url=url)})
-    config = service_config.model_copy(
-        update={
-            "engines": engines,
-            "disabled_engines": (EngineName.XTTS, EngineName.SPEECHT5, EngineName.KOKORO),
-        }
-    )
-    synth = SpeechSynthesizer(config, catalog, build_backends(config, deterministic=True))
-    await synth.start(warm_up=False)
-    return synth
-
-
-TWO_SENTENCES = "The first sentence is here. The second one follows it."
+REQUEST = SynthesisRequest(
+    "The first sentence is here. The second one follows it.",
+    voice_id="en-us-male-premium",
+    engine="edge-tts",
+)
 
 
 async def test_the_first_piece_arrives_in_parts_with_its_caption_once(
     service_config: ServiceConfig, catalog: VoiceCatalog, edge_service: FakeEdgeService
 ) -> None:
-    synth = await synthesizer_for(service_config, catalog, edge_service.url())
-    try:
-        utterance = synth.synthesize(
-            SynthesisRequest(TWO_SENTENCES, voice_id="en-us-male-premium", engine="edge-tts")
-        )
-        chunks = [chunk async for chunk in utterance]
-    finally:
-        await synth.aclose()
-    pieces = utterance.prepared.pieces
+    chunks, result, pieces = await speak_with_edge_at(
+        edge_service.url(), REQUEST, service_config, catalog
+    )
     captions = [chunk.text for chunk in chunks if chunk.text]
-    assert captions == [piece.text for piece in pieces]  # every piece's text exactly once
-    first_piece_parts = next(i for i, c in enumerate(chunks) if c.text == pieces[1].text)
+    assert captions == pieces  # every piece's text exactly once
+    first_piece_parts = next(i for i, c in enumerate(chunks) if c.text == pieces[1])
     assert first_piece_parts > 1  # the first piece went out in several parts
-    assert utterance.result.engines == ["edge-tts"] and utterance.result.pieces == len(pieces)
+    assert result.engines == ["edge-tts"] and result.pieces == len(pieces)
 
 
 async def test_a_failure_after_part_of_the_first_piece_goes_on_with_the_next_piece(
@@ -129,19 +112,12 @@ async def test_a_failure_after_part_of_the_first_piece_goes_on_with_the_next_pie
 ) -> None:
     """The fake cuts its reply off halfway (no turn.end): what was heard stays, faded out; the
     next engine speaks from the next piece on."""
-    synth = await synthesizer_for(service_config, catalog, edge_service.url(FakeMode.TRUNCATED))
-    try:
-        utterance = synth.synthesize(
-            SynthesisRequest(TWO_SENTENCES, voice_id="en-us-male-premium", engine="edge-tts")
-        )
-        chunks = [chunk async for chunk in utterance]
-    finally:
-        await synth.aclose()
-    pieces = utterance.prepared.pieces
-    result = utterance.result
+    chunks, result, pieces = await speak_with_edge_at(
+        edge_service.url(FakeMode.TRUNCATED), REQUEST, service_config, catalog
+    )
     assert result.engines[0] == "edge-tts" and len(result.engines) == 2
     assert [f["engine"] for f in result.fallbacks] == ["edge-tts"]
     captions = [chunk.text for chunk in chunks if chunk.text]
-    assert captions == [piece.text for piece in pieces]  # none repeated, none lost
-    second = next(i for i, c in enumerate(chunks) if c.text == pieces[1].text)
+    assert captions == pieces  # none repeated, none lost
+    second = next(i for i, c in enumerate(chunks) if c.text == pieces[1])
     assert abs(int(chunks[second - 1].pcm[-1])) < MAX_EDGE_STEP * 32768  # faded, no click
