@@ -94,16 +94,19 @@ class SpeechT5Paths:
         return cls(models_dir / TTS_DIR, models_dir / VOCODER_DIR, models_dir / SPEAKERS_FILE)
 
     def missing(self) -> list[str]:
-        """What a complete install has and this one lacks (empty when complete)."""
+        """What a complete install has and this one lacks (empty when complete), as paths
+        below the models directory's ``speecht5/``."""
+        root = self.speakers.parent
         lacking: list[str] = []
         for directory, extra in ((self.tts, (TOKENIZER_FILE,)), (self.vocoder, ())):
             for name in ("config.json", *extra):
                 if not (directory / name).is_file():
-                    lacking.append(str(directory / name))
+                    lacking.append(str((directory / name).relative_to(root)))
             if not any((directory / name).is_file() for name in WEIGHT_FILES):
-                lacking.append(f"{directory}/{WEIGHT_FILES[0]}")
+                weights = " or ".join((WEIGHT_FILES[0], WEIGHT_FILES[-1]))
+                lacking.append(f"{directory.relative_to(root)}/{weights}")
         if not self.speakers.is_file():
-            lacking.append(str(self.speakers))
+            lacking.append(self.speakers.name)
         return lacking
 
 
