@@ -122,6 +122,10 @@ def _espeak_library() -> _EspeakLibrary:
         return _LIBRARY
 
 
+_LANGUAGE_ALIASES = {"zh": "cmn", "zh-cn": "cmn", "zh-tw": "cmn", "zh-hk": "yue"}
+"""ISO 639-1 codes that espeak-ng names by their ISO 639-3 language (Mandarin, Cantonese)."""
+
+
 class EspeakBackend(EngineBackend):
     name = EngineName.ESPEAK
     profile = EngineProfile(
@@ -161,7 +165,12 @@ class EspeakBackend(EngineBackend):
 
     def binding_for_language(self, language: str) -> Binding | None:
         code = language.strip().lower().replace("_", "-")
-        for candidate in (code, primary_language(code)):
+        code = _LANGUAGE_ALIASES.get(code, code)
+        for candidate in (
+            code,
+            primary_language(code),
+            _LANGUAGE_ALIASES.get(primary_language(code), ""),
+        ):
             if candidate in self._voices:
                 return EspeakBinding(voice=candidate)
         return None

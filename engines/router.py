@@ -49,6 +49,13 @@ DEFAULT_LANGUAGE = "en"
 _LANGUAGE_CODE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
 
 
+def _check_language_code(language: str | None) -> None:
+    if language is not None and not _LANGUAGE_CODE.match(language):
+        raise InvalidOptionError(
+            f"language {language!r} is not a language code such as 'en' or 'pt-BR'"
+        )
+
+
 @dataclass(frozen=True)
 class ResolvedVoice:
     voice_id: str
@@ -93,10 +100,7 @@ class EngineRouter:
         return spoken
 
     def resolve_voice(self, voice_id: str | None, language: str | None) -> ResolvedVoice:
-        if language is not None and not _LANGUAGE_CODE.match(language):
-            raise InvalidOptionError(
-                f"language {language!r} is not a language code such as 'en' or 'pt-BR'"
-            )
+        _check_language_code(language)
         if voice_id:
             voice = self._catalog.get(voice_id)
             if language and primary_language(language) != voice.language:
@@ -196,6 +200,16 @@ class EngineRouter:
                 + ", ".join(f"{row['engine']}={row['state']}" for row in self._registry.status())
             )
         return plan
+
+    def resolve_clone(
+        self, voice_id: str | None, language: str | None, reference: VoiceReference
+    ) -> ResolvedVoice:
+        """A cloned voice speaks any language its engine speaks; a library voice, if named,
+        only gives the language."""
+        if voice_id:
+            language = self.resolve_voice(voice_id, language).language
+        _check_language_code(language)
+        return ResolvedVoice(f"clone:{reference.digest[:12]}", language or DEFAULT_LANGUAGE, None)
 
     def plan_clone(
         self, resolved: ResolvedVoice, reference: VoiceReference, *, engine: EngineName | None

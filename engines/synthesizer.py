@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -178,11 +178,12 @@ class SpeechSynthesizer:
             if whole_text
             else ""
         )
-        voice = self.router.resolve_voice(request.voice_id, request.language)
-        if request.voice_reference is not None:
-            plan = self.router.plan_clone(voice, request.voice_reference, engine=engine)
-            voice = replace(voice, voice_id=f"clone:{request.voice_reference.digest[:12]}")
+        reference = request.voice_reference
+        if reference is not None:
+            voice = self.router.resolve_clone(request.voice_id, request.language, reference)
+            plan = self.router.plan_clone(voice, reference, engine=engine)
         else:
+            voice = self.router.resolve_voice(request.voice_id, request.language)
             plan = self.router.plan(voice, engine=engine, quality=quality, strategy=strategy)
         pieces = [p for p in segment_text(text, voice.language) if any(c.isalnum() for c in p.text)]
         return PreparedRequest(text, voice, plan, pieces, request.speed, request.sample_rate)
