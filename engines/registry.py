@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from .backend import EngineBackend, EngineProfile, EngineState
 from .config import HealthPolicy
 from .health import EngineHealth, HealthState
-from .names import EngineName, QualityTier
+from .names import EngineName
 from .voices import Binding, VoiceCatalog
 
 logger = logging.getLogger(__name__)
@@ -17,12 +17,7 @@ logger = logging.getLogger(__name__)
 PROBE_TEXT = "Testing one two three."
 PROBE_LANGUAGE = "en"
 
-# engines of the design that this build does not ship: reported, never routed to
-PLANNED_ENGINES: dict[EngineName, EngineProfile] = {
-    EngineName.SPEECHT5: EngineProfile(3.2, 200.0, QualityTier.STANDARD, "SpeechT5 (transformers)"),
-    EngineName.XTTS: EngineProfile(3.8, 300.0, QualityTier.PREMIUM, "XTTS v2 (coqui-tts)"),
-    EngineName.EDGE: EngineProfile(4.0, 400.0, QualityTier.PREMIUM, "Edge TTS (cloud)"),
-}
+DISABLED = "disabled in the configuration (disabled_engines)"
 
 
 class EngineRegistry:
@@ -76,8 +71,7 @@ class EngineRegistry:
         return health.usable()
 
     def profile(self, name: EngineName) -> EngineProfile:
-        backend = self._backends.get(name)
-        return backend.profile if backend else PLANNED_ENGINES[name]
+        return self._backends[name].profile
 
     def expected_ttfa_ms(self, name: EngineName) -> float:
         health = self._health.get(name)
@@ -136,23 +130,21 @@ class EngineRegistry:
             logger.info("probe passed; engine trusted again", extra={"engine": name.value})
 
     def status(self) -> list[dict[str, object]]:
-        """Every engine of the design with its state, for /health and `hive-tts voices`."""
+        """Every engine with its state, for /health and `hive-tts voices`."""
         rows: list[dict[str, object]] = []
         for name in EngineName:
             backend = self._backends.get(name)
             row: dict[str, object] = {"engine": name.value}
-            profile = backend.profile if backend else PLANNED_ENGINES.get(name)
-            if profile is not None:
+            if backend is not None:
                 row.update(
-                    tier=profile.tier.value,
-                    quality_mos_estimate=profile.quality_mos,
-                    description=profile.description,
+                    tier=backend.profile.tier.value,
+                    quality_mos_estimate=backend.profile.quality_mos,
+                    description=backend.profile.description,
                 )
             if backend is None:
-                detail = "not part of this build" if name in PLANNED_ENGINES else "disabled"
                 row.update(
                     state=EngineState.NOT_INSTALLED.value,
-                    detail=detail,
+                    detail=DISABLED,
                     health=None,
                     languages=[],
                     available=False,

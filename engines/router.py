@@ -29,7 +29,7 @@ from .names import (
     SelectionStrategy,
     primary_language,
 )
-from .registry import EngineRegistry
+from .registry import DISABLED, EngineRegistry
 from .voice_reference import VoiceReference
 from .voices import Binding, Voice, VoiceCatalog
 
@@ -149,7 +149,7 @@ class EngineRouter:
             assert binding is not None
             backend = self._registry.backend(name)
             if backend is None:
-                reason = "engine not part of this build"
+                reason = f"engine {DISABLED}"
             elif not backend.ready:
                 reason = f"engine {backend.state.value}: {backend.detail}"
             elif not backend.can_render(binding):
@@ -223,7 +223,7 @@ class EngineRouter:
             )
         backend = self._registry.backend(CLONING_ENGINE)
         if backend is None or not backend.ready or not backend.supports_cloning:
-            detail = backend.detail if backend else "not part of this build"
+            detail = backend.detail if backend else DISABLED
             raise EngineUnavailableError(
                 f"voice cloning needs the {CLONING_ENGINE.value!r} engine, which is not "
                 f"available: {detail}"
@@ -243,7 +243,7 @@ class EngineRouter:
     def _check_requested(self, resolved: ResolvedVoice, engine: EngineName) -> None:
         backend = self._registry.backend(engine)
         if backend is None or not backend.ready:
-            detail = backend.detail if backend else "not part of this build"
+            detail = backend.detail if backend else DISABLED
             raise EngineUnavailableError(f"engine {engine.value!r} is not available: {detail}")
         if self._capable(resolved, engine) is None:
             able = [n.value for n in EngineName if self._capable(resolved, n)]
