@@ -199,7 +199,11 @@ def segment_text(text: str, language: str = "en", first_index: int = 0) -> list[
             highest = start + limits.max_for(first_index + len(pieces))
             remainder_start = sentence_end - limits.min_chars
             allowed_words = {c for c in words if c <= remainder_start}
-            clause_highest = start + int(limits.max_for(first_index + len(pieces)) * CLAUSE_SLACK)
+            # a clause mark past the limit may end the piece, but never one past this sentence
+            clause_highest = min(
+                start + int(limits.max_for(first_index + len(pieces)) * CLAUSE_SLACK),
+                sentence_end - 1,
+            )
             # the first piece is as long as its budget allows: a short one that ends before a
             # function word leaves that word utterance-initial in the next, where Piper reduces
             # it ("The weather | in Paris is" was heard as "and pairs a" by whisper tiny.en

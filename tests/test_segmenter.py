@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from engines.segmenter import (
@@ -107,6 +107,16 @@ def test_dash_between_spaces_is_a_clause_mark() -> None:
     first = segment_text(text, "en")[0]
     assert first.text == "The old house —"
     assert first.boundary is Boundary.CLAUSE
+
+
+def test_a_clause_mark_past_the_sentence_end_never_ends_a_piece_of_that_sentence() -> None:
+    # the second piece's limit plus slack reaches past the sentence end into " —" of the next
+    text = "Here we go now. Please visit the site https://example.com/a/b/c/d/e/f/g. — the end"
+    pieces = segment_text(text, "en")
+    assert_pieces_cover(text, pieces)
+    site = next(p for p in pieces if "example.com" in p.text)
+    assert site.text.endswith("g.")
+    assert site.boundary is Boundary.SENTENCE
 
 
 def test_no_cut_right_after_a_function_word() -> None:
@@ -437,6 +447,8 @@ _LANGUAGES = st.sampled_from(["en", "es", "fr", "de", "it", "pt"])
 
 @settings(max_examples=200, deadline=None)
 @given(token_texts(), _LANGUAGES)
+# a clause mark just past the limit but beyond the sentence end once ended a piece there
+@example(("the Dr. Smith the people https://aaaaaaaa.a.a.com/000000/0/0?x=0. — the", []), "en")
 def test_pieces_cover_generated_text_in_order_without_overlap(
     generated: tuple[str, list[tuple[int, int]]], language: str
 ) -> None:
