@@ -9,7 +9,6 @@ from __future__ import annotations
 import ctypes
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 
 from .audio import FloatAudio, pcm16_to_float
 from .backend import EngineBackend, EngineNotInstalled, EngineProfile
+from .deadline_executor import DeadlineExecutor
 from .local_tts import LocalTTS
 from .names import EngineName, QualityTier, primary_language
 from .voices import Binding, EspeakBinding
@@ -139,7 +139,7 @@ class EspeakBackend(EngineBackend):
 
     def __init__(self) -> None:
         super().__init__()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="espeak")
+        self._executor = DeadlineExecutor(1, thread_name_prefix="espeak")
         self._library: _EspeakLibrary | None = None
         self._voices: frozenset[str] = frozenset()
         self.sample_rate = 22_050

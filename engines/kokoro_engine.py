@@ -11,7 +11,6 @@ import hashlib
 import json
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 from .audio import FloatAudio
 from .backend import EngineBackend, EngineNotInstalled, EngineProfile
 from .config import EngineThreads
+from .deadline_executor import DeadlineExecutor
 from .local_tts import LocalTTS
 from .names import EngineName, QualityTier
 from .piper_engine import onnx_session
@@ -86,7 +86,7 @@ class KokoroBackend(EngineBackend):
         super().__init__()
         self._cache_dir = cache_dir
         self._threads = threads
-        self._executor = ThreadPoolExecutor(threads.workers, thread_name_prefix="kokoro")
+        self._executor = DeadlineExecutor(threads.workers, thread_name_prefix="kokoro")
         self._g2p_lock = threading.Lock()  # OpenJTalk's frontend is not thread-safe
         self._kokoro: Any = None
         self._g2p: Any = None

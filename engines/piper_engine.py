@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -21,6 +20,7 @@ import onnxruntime as ort
 from .audio import FloatAudio
 from .backend import EngineBackend, EngineNotInstalled, EngineProfile
 from .config import EngineThreads
+from .deadline_executor import DeadlineExecutor
 from .local_tts import LocalTTS
 from .names import EngineName, QualityTier, primary_language
 from .voices import Binding, PiperBinding
@@ -100,7 +100,7 @@ class PiperBackend(EngineBackend):
         self._deterministic = deterministic
         self._voices: dict[str, _LoadedVoice] = {}
         self._phonemize_lock = threading.Lock()  # espeak-ng phonemizer state is process-global
-        self._executor = ThreadPoolExecutor(threads.workers, thread_name_prefix="piper")
+        self._executor = DeadlineExecutor(threads.workers, thread_name_prefix="piper")
 
     def _load(self) -> None:
         try:

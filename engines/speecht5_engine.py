@@ -24,7 +24,6 @@ import logging
 import re
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ import numpy.typing as npt
 from .audio import FloatAudio
 from .backend import EngineBackend, EngineNotInstalled, EngineProfile
 from .config import EngineThreads
+from .deadline_executor import DeadlineExecutor
 from .errors import EngineError
 from .local_tts import LocalTTS
 from .names import EngineName, QualityTier
@@ -149,7 +149,7 @@ class SpeechT5Backend(EngineBackend):
         self._threads = threads
         self._deterministic = deterministic
         self._seed_lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(
+        self._executor = DeadlineExecutor(
             threads.workers,
             thread_name_prefix="speecht5",
             initializer=pin_torch_threads,

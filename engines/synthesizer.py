@@ -40,6 +40,7 @@ from .audio import (
 )
 from .backend import EngineBackend
 from .config import ServiceConfig
+from .deadline_executor import piece_deadline
 from .errors import (
     EmptyTextError,
     EngineError,
@@ -222,6 +223,7 @@ class Utterance:
         )
         self._task: asyncio.Task[None] | None = None
         self._finished = False
+        self._playback_started: float | None = None
         self._streamed_audio = False
         """Whether part of the piece being streamed (see ``_stream_piece``) went out."""
 
@@ -308,6 +310,7 @@ class Utterance:
                 piece_started = time.perf_counter()
                 # until the first audio is out, time to first audio is what matters
                 first = self.result.ttfa_ms is None
+                piece_deadline(self._deadline(piece_started))
                 streamed = first and candidate.backend.streams_within_piece
                 self._streamed_audio = False
                 try:
@@ -357,10 +360,19 @@ class Utterance:
         if self.result.ttfa_ms is None:
             raise EngineError(self.result.engine or "none", "no audio was produced")
 
+    def _deadline(self, now: float) -> float:
+        """When the listener needs the next piece: at once before the first audio, later when
+        the audio sent so far has played (as if playback began with the first chunk). Engine
+        pools run waiting pieces in this order (``DeadlineExecutor``)."""
+        if self._playback_started is None:
+            return now
+        return self._playback_started + self.result.audio_duration_s
+
     async def _emit(self, chunk: AudioChunk, candidate: Candidate, piece_started: float) -> None:
         first = self.result.ttfa_ms is None
         if first:
-            self.result.ttfa_ms = (time.perf_counter() - self._started) * 1000
+            self._playback_started = time.perf_counter()
+            self.result.ttfa_ms = (self._playback_started - self._started) * 1000
         self._synthesizer.registry.record_success(
             candidate.engine, (time.perf_counter() - piece_started) * 1000 if first else None
         )

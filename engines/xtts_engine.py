@@ -19,7 +19,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ import numpy as np
 from .audio import FloatAudio
 from .backend import EngineBackend, EngineNotInstalled, EngineProfile
 from .config import EngineThreads
+from .deadline_executor import DeadlineExecutor
 from .errors import EngineUnavailableError, UnknownLanguageError
 from .local_tts import LocalTTS
 from .names import EngineName, QualityTier, primary_language
@@ -164,7 +165,7 @@ class XttsBackend(EngineBackend):
         self._threads = threads
         self._stream_chunk_tokens = stream_chunk_tokens
         self._latency_chunk_tokens = latency_chunk_tokens
-        self._executor = ThreadPoolExecutor(
+        self._executor = DeadlineExecutor(
             threads.workers,
             thread_name_prefix="xtts",
             initializer=pin_torch_threads,
