@@ -40,7 +40,7 @@ from .audio import (
 )
 from .backend import EngineBackend
 from .config import ServiceConfig
-from .deadline_executor import piece_deadline
+from .deadline_executor import PieceDue, piece_due
 from .errors import (
     EmptyTextError,
     EngineError,
@@ -310,7 +310,7 @@ class Utterance:
                 piece_started = time.perf_counter()
                 # until the first audio is out, time to first audio is what matters
                 first = self.result.ttfa_ms is None
-                piece_deadline(self._deadline(piece_started))
+                piece_due(PieceDue(self._deadline(piece_started), first, len(piece.text)))
                 streamed = first and candidate.backend.streams_within_piece
                 self._streamed_audio = False
                 try:
@@ -363,7 +363,7 @@ class Utterance:
     def _deadline(self, now: float) -> float:
         """When the listener needs the next piece: at once before the first audio, later when
         the audio sent so far has played (as if playback began with the first chunk). Engine
-        pools run waiting pieces in this order (``DeadlineExecutor``)."""
+        pools order waiting pieces by it (``DeadlineExecutor``)."""
         if self._playback_started is None:
             return now
         return self._playback_started + self.result.audio_duration_s

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +15,14 @@ from typing import Any
 
 import pytest
 
-from engines.deadline_executor import DeadlineExecutor, current_deadline, piece_deadline
+from engines.audio import AudioChunk
+from engines.deadline_executor import (
+    DEFAULT_SECONDS_PER_CHAR,
+    DeadlineExecutor,
+    PieceDue,
+    current_due,
+    piece_due,
+)
 from engines.names import EngineName
 from engines.synthesizer import SpeechSynthesizer, SynthesisRequest
 
@@ -39,48 +47,132 @@ def one_worker() -> Iterator[tuple[DeadlineExecutor, threading.Event]]:
     executor.shutdown(wait=True, cancel_futures=True)
 
 
-def submit_due(executor: DeadlineExecutor, deadline: float | None, fn: Callable[[], Any]) -> Any:
-    """Submit ``fn`` from a context whose piece deadline is ``deadline``."""
+def submit_due(executor: DeadlineExecutor, due: PieceDue | None, fn: Callable[[], Any]) -> Any:
+    """Submit ``fn`` from a context whose piece is due as ``due`` says."""
     context = contextvars.copy_context()
 
     def submit() -> Future[Any]:
-        piece_deadline(deadline)
+        piece_due(due)
         return executor.submit(fn)
 
     return context.run(submit)
 
 
-def test_waiting_work_runs_earliest_deadline_first(
+def later(at: float, characters: int = 20) -> PieceDue:
+    return PieceDue(at, starts_reply=False, characters=characters)
+
+
+def first(at: float, characters: int = 20) -> PieceDue:
+    return PieceDue(at, starts_reply=True, characters=characters)
+
+
+def run_all(gate: threading.Event, futures: list[Future[Any]]) -> None:
+    gate.set()
+    for future in futures:
+        future.result(GATE_TIMEOUT_S)
+
+
+def test_later_pieces_run_earliest_due_first(
     one_worker: tuple[DeadlineExecutor, threading.Event],
 ) -> None:
     executor, gate = one_worker
     ran: list[str] = []
     now = time.perf_counter()
     futures = [
-        submit_due(executor, now + 3.0, lambda: ran.append("third piece, due in 3 s")),
-        submit_due(executor, now + 1.0, lambda: ran.append("second piece, due in 1 s")),
-        submit_due(executor, now, lambda: ran.append("new reply, due now")),
+        submit_due(executor, later(now + 3.0), lambda: ran.append("due in 3 s")),
+        submit_due(executor, later(now + 1.0), lambda: ran.append("due in 1 s")),
+        submit_due(executor, later(now + 2.0), lambda: ran.append("due in 2 s")),
     ]
     assert executor.waiting == 3
     assert executor._work_queue.qsize() == 3  # what /health reports as queue_depth
-    gate.set()
-    for future in futures:
-        future.result(GATE_TIMEOUT_S)
-    assert ran == ["new reply, due now", "second piece, due in 1 s", "third piece, due in 3 s"]
+    run_all(gate, futures)
+    assert ran == ["due in 1 s", "due in 2 s", "due in 3 s"]
     assert executor.waiting == 0
 
 
-def test_work_without_a_deadline_is_due_when_submitted_and_keeps_its_order(
+def test_a_new_reply_goes_ahead_of_later_pieces_that_can_wait(
+    one_worker: tuple[DeadlineExecutor, threading.Event],
+) -> None:
+    executor, gate = one_worker
+    ran: list[str] = []
+    now = time.perf_counter()
+    futures = [
+        submit_due(executor, later(now + 5.0), lambda: ran.append("playing, due in 5 s")),
+        submit_due(executor, first(now), lambda: ran.append("new reply A")),
+        submit_due(executor, first(now + 0.001), lambda: ran.append("new reply B")),
+    ]
+    run_all(gate, futures)
+    assert ran == ["new reply A", "new reply B", "playing, due in 5 s"]
+
+
+def test_a_later_piece_about_to_be_late_goes_ahead_of_new_replies(
+    one_worker: tuple[DeadlineExecutor, threading.Event],
+) -> None:
+    """Under overload, speech that has begun is not interrupted for speech yet to begin."""
+    executor, gate = one_worker
+    ran: list[str] = []
+    now = time.perf_counter()
+    futures = [
+        submit_due(executor, first(now - 1.0), lambda: ran.append("new reply, waiting 1 s")),
+        submit_due(executor, later(now + 0.05), lambda: ran.append("playing, due in 50 ms")),
+    ]
+    run_all(gate, futures)
+    assert ran == ["playing, due in 50 ms", "new reply, waiting 1 s"]
+
+
+def test_slack_counts_the_later_work_queued_before_a_piece(
+    one_worker: tuple[DeadlineExecutor, threading.Event],
+) -> None:
+    """Each later piece alone could wait, but together they fill the time until the last is due
+    (4 pieces of 100 characters ≈ 4 s at the default cost, the last due in 3 s)."""
+    executor, gate = one_worker
+    assert executor.seconds_per_char == DEFAULT_SECONDS_PER_CHAR
+    ran: list[str] = []
+    now = time.perf_counter()
+    futures = [submit_due(executor, first(now), lambda: ran.append("new reply"))]
+    futures += [
+        submit_due(
+            executor, later(now + 3.0, characters=100), functools.partial(ran.append, f"p{n}")
+        )
+        for n in range(4)
+    ]
+    run_all(gate, futures)
+    assert ran[0] == "p0"
+    alone = DeadlineExecutor(1)
+    try:
+        # one such piece alone leaves room for the new reply first
+        ran.clear()
+        gate2 = threading.Event()
+        alone.submit(gate2.wait, GATE_TIMEOUT_S)
+        futures = [
+            submit_due(alone, later(now + 3.0, characters=100), lambda: ran.append("p")),
+            submit_due(alone, first(now), lambda: ran.append("new reply")),
+        ]
+        run_all(gate2, futures)
+        assert ran == ["new reply", "p"]
+    finally:
+        alone.shutdown()
+
+
+def test_work_without_a_due_time_keeps_its_order(
     one_worker: tuple[DeadlineExecutor, threading.Event],
 ) -> None:
     executor, gate = one_worker
     ran: list[int] = []
-    later_piece = submit_due(executor, time.perf_counter() + 5.0, lambda: ran.append(99))
+    later_piece = submit_due(executor, later(time.perf_counter() + 5.0), lambda: ran.append(99))
     futures = [executor.submit(ran.append, i) for i in range(5)]
-    gate.set()
-    for future in [*futures, later_piece]:
-        future.result(GATE_TIMEOUT_S)
+    run_all(gate, [*futures, later_piece])
     assert ran == [0, 1, 2, 3, 4, 99]
+
+
+def test_the_pool_learns_its_cost_per_character(
+    one_worker: tuple[DeadlineExecutor, threading.Event],
+) -> None:
+    executor, gate = one_worker
+    # a 1000-character piece that takes next to no time pulls the estimate down
+    futures = [submit_due(executor, later(time.perf_counter(), characters=1000), lambda: None)]
+    run_all(gate, futures)
+    assert 0 < executor.seconds_per_char < DEFAULT_SECONDS_PER_CHAR
 
 
 def test_results_errors_and_cancellation_reach_the_caller(
@@ -117,28 +209,28 @@ def test_shutdown_cancels_waiting_work_and_refuses_more(
     gate.set()
 
 
-async def test_the_deadline_follows_the_task_into_run_in_executor() -> None:
-    """Engine streams are tasks created after the pipeline sets the deadline; the task's copy of
-    the context carries it to ``submit``."""
+async def test_the_due_time_follows_the_task_into_run_in_executor() -> None:
+    """Engine streams are tasks created after the pipeline states the due time; the task's copy
+    of the context carries it to ``submit``."""
     executor = DeadlineExecutor(1)
     loop = asyncio.get_running_loop()
     try:
-        piece_deadline(123.0)
-        seen = await asyncio.create_task(_deadline_seen_in(loop, executor))
-        assert seen == 123.0
-        piece_deadline(None)
+        piece_due(first(123.0, characters=7))
+        seen = await asyncio.create_task(_due_seen_in(loop, executor))
+        assert seen == first(123.0, characters=7)
+        piece_due(None)
         before = time.perf_counter()
-        assert current_deadline() >= before
+        assert current_due().at >= before and not current_due().starts_reply
     finally:
         executor.shutdown()
 
 
-async def _deadline_seen_in(loop: asyncio.AbstractEventLoop, executor: DeadlineExecutor) -> float:
-    seen: list[float] = []
+async def _due_seen_in(loop: asyncio.AbstractEventLoop, executor: DeadlineExecutor) -> PieceDue:
+    seen: list[PieceDue] = []
     original = executor.submit
 
     def spy(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        seen.append(current_deadline())
+        seen.append(current_due())
         return original(fn, *args, **kwargs)
 
     executor.submit = spy  # type: ignore[method-assign]
@@ -149,19 +241,19 @@ async def _deadline_seen_in(loop: asyncio.AbstractEventLoop, executor: DeadlineE
 class _RecordingExecutor(DeadlineExecutor):
     def __init__(self) -> None:
         super().__init__(1, thread_name_prefix="test-recording")
-        self.deadlines: list[tuple[float, float]] = []
-        """(deadline, when submitted) per job."""
+        self.dues: list[tuple[PieceDue, float]] = []
+        """(due, when submitted) per job."""
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        self.deadlines.append((current_deadline(), time.perf_counter()))
+        self.dues.append((current_due(), time.perf_counter()))
         return super().submit(fn, *args, **kwargs)
 
 
 async def test_each_piece_is_due_when_the_audio_before_it_has_played(
     synthesizer: SpeechSynthesizer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The first piece is due at once; piece n when pieces 1..n-1 have played, counted from the
-    first chunk."""
+    """The first piece starts the reply and is due at once; piece n is due when pieces 1..n-1
+    have played, counted from the first chunk; each carries its size."""
     recording = _RecordingExecutor()
     piper = synthesizer.registry.backend(EngineName.PIPER)
     assert piper is not None
@@ -172,25 +264,24 @@ async def test_each_piece_is_due_when_the_audio_before_it_has_played(
     )
     utterance = synthesizer.synthesize(SynthesisRequest(text, voice_id="en-us-male-premium"))
     requested = time.perf_counter()
-    durations: list[float] = []
+    chunks: list[AudioChunk] = []
     first_chunk_at = 0.0
     try:
         async for chunk in utterance:
-            if not durations:
+            if not chunks:
                 first_chunk_at = time.perf_counter()
-            durations.append(chunk.duration_s)
+            chunks.append(chunk)
     finally:
         recording.shutdown()
     assert utterance.result.engines == ["piper"]
-    pieces = len(recording.deadlines)
-    assert pieces == len(durations) >= 3
-    first_deadline, first_submitted = recording.deadlines[0]
-    assert requested <= first_deadline <= first_submitted  # due at once, not later
-    for n in range(1, pieces):
-        deadline, _ = recording.deadlines[n]
-        played_before = sum(durations[:n])
+    assert len(recording.dues) == len(chunks) >= 3
+    assert [due.characters for due, _ in recording.dues] == [len(c.text) for c in chunks]
+    assert [due.starts_reply for due, _ in recording.dues] == [True] + [False] * (len(chunks) - 1)
+    first_due, first_submitted = recording.dues[0]
+    assert requested <= first_due.at <= first_submitted  # due at once, not later
+    for n in range(1, len(chunks)):
+        due, _ = recording.dues[n]
+        played_before = sum(c.duration_s for c in chunks[:n])
         # playback is counted from the moment the first chunk was handed over
-        playback_started = deadline - played_before
+        playback_started = due.at - played_before
         assert first_submitted - 1e-6 <= playback_started <= first_chunk_at + 1e-6
-    deadlines = [d for d, _ in recording.deadlines]
-    assert deadlines == sorted(deadlines)
