@@ -12,10 +12,10 @@ which the pipeline states per piece with :func:`piece_due`:
 
 A free worker takes the earliest-due later piece when waiting any longer could make a later
 piece late (its slack, counting the work queued before it and spread over the pool's workers,
-is no more than the first piece's expected cost); otherwise the oldest first piece, so new
-replies start before the later pieces that can still wait. Costs are learned per pool from the
-pieces it ran (seconds per character). Under overload this turns into late starts instead of
-gaps: replies already playing finish smoothly, new ones start when there is room.
+is no more than the first piece's expected cost plus a margin); otherwise the oldest first
+piece, so new replies start before the later pieces that can still wait. Costs are learned per
+pool from the pieces it ran (seconds per character). Under overload this turns into late
+starts instead of gaps: replies already playing go on, new ones start when there is room.
 
 Work submitted without a due time (warm-up, voice-cloning latents) counts as a later piece due
 when it was submitted.
@@ -40,6 +40,9 @@ DEFAULT_SECONDS_PER_CHAR = 0.01
 """Cost estimate before a pool has timed any piece (Piper on one core: ≈ 0.006–0.01)."""
 COST_SMOOTHING = 0.2
 """Weight of the newest piece in the pool's running estimate of seconds per character."""
+SAFETY_MARGIN_S = 0.25
+"""Slack a later piece keeps beyond the cost of a first piece run before it: the cost estimate
+ignores the work already running and the listener's own buffering."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,7 @@ class DeadlineExecutor(ThreadPoolExecutor):
         for job in later:
             queued += self._cost(job)
             slack = min(slack, job.due.at - now - queued / self._max_workers)
-        return later[0] if slack <= self._cost(first) else first
+        return later[0] if slack <= self._cost(first) + SAFETY_MARGIN_S else first
 
     def _run_most_urgent(self) -> None:
         with self._jobs_lock:
