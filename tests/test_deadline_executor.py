@@ -5,6 +5,7 @@ it has played."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import threading
@@ -18,6 +19,7 @@ import pytest
 from engines.audio import AudioChunk
 from engines.deadline_executor import (
     DEFAULT_SECONDS_PER_CHAR,
+    SAFETY_MARGIN_S,
     DeadlineExecutor,
     PieceDue,
     current_due,
@@ -29,8 +31,8 @@ from engines.synthesizer import SpeechSynthesizer, SynthesisRequest
 GATE_TIMEOUT_S = 10.0
 
 
-@pytest.fixture
-def one_worker() -> Iterator[tuple[DeadlineExecutor, threading.Event]]:
+@contextlib.contextmanager
+def held_pool() -> Iterator[tuple[DeadlineExecutor, threading.Event]]:
     """A one-thread pool held busy until the returned event is set."""
     executor = DeadlineExecutor(1, thread_name_prefix="test-deadline")
     gate = threading.Event()
@@ -42,9 +44,17 @@ def one_worker() -> Iterator[tuple[DeadlineExecutor, threading.Event]]:
 
     executor.submit(hold)
     assert started.wait(GATE_TIMEOUT_S)
-    yield executor, gate
-    gate.set()
-    executor.shutdown(wait=True, cancel_futures=True)
+    try:
+        yield executor, gate
+    finally:
+        gate.set()
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture
+def one_worker() -> Iterator[tuple[DeadlineExecutor, threading.Event]]:
+    with held_pool() as pool:
+        yield pool
 
 
 def submit_due(executor: DeadlineExecutor, due: PieceDue | None, fn: Callable[[], Any]) -> Any:
@@ -72,86 +82,53 @@ def run_all(gate: threading.Event, futures: list[Future[Any]]) -> None:
         future.result(GATE_TIMEOUT_S)
 
 
-def test_later_pieces_run_earliest_due_first(
-    one_worker: tuple[DeadlineExecutor, threading.Event],
-) -> None:
-    executor, gate = one_worker
+def run_order(jobs: list[tuple[str, PieceDue]]) -> list[str]:
+    """Queue ``jobs`` (name, due) on a busy one-thread pool, free it: the names as they ran."""
     ran: list[str] = []
+    with held_pool() as (executor, gate):
+        futures = [submit_due(executor, due, functools.partial(ran.append, n)) for n, due in jobs]
+        assert executor.waiting == len(jobs)
+        assert executor._work_queue.qsize() == len(jobs)  # what /health reports as queue_depth
+        run_all(gate, futures)
+        assert executor.waiting == 0
+    return ran
+
+
+def test_later_pieces_run_earliest_due_first() -> None:
     now = time.perf_counter()
-    futures = [
-        submit_due(executor, later(now + 3.0), lambda: ran.append("due in 3 s")),
-        submit_due(executor, later(now + 1.0), lambda: ran.append("due in 1 s")),
-        submit_due(executor, later(now + 2.0), lambda: ran.append("due in 2 s")),
-    ]
-    assert executor.waiting == 3
-    assert executor._work_queue.qsize() == 3  # what /health reports as queue_depth
-    run_all(gate, futures)
-    assert ran == ["due in 1 s", "due in 2 s", "due in 3 s"]
-    assert executor.waiting == 0
+    jobs = [("in 3 s", later(now + 3.0)), ("in 1 s", later(now + 1.0)), ("in 2 s", later(now + 2))]
+    assert run_order(jobs) == ["in 1 s", "in 2 s", "in 3 s"]
 
 
-def test_a_new_reply_goes_ahead_of_later_pieces_that_can_wait(
-    one_worker: tuple[DeadlineExecutor, threading.Event],
-) -> None:
-    executor, gate = one_worker
-    ran: list[str] = []
+def test_a_new_reply_goes_ahead_of_later_pieces_that_can_wait() -> None:
     now = time.perf_counter()
-    futures = [
-        submit_due(executor, later(now + 5.0), lambda: ran.append("playing, due in 5 s")),
-        submit_due(executor, first(now), lambda: ran.append("new reply A")),
-        submit_due(executor, first(now + 0.001), lambda: ran.append("new reply B")),
+    jobs = [
+        ("playing, due in 5 s", later(now + 5.0)),
+        ("new reply A", first(now)),
+        ("new reply B", first(now + 0.001)),
     ]
-    run_all(gate, futures)
-    assert ran == ["new reply A", "new reply B", "playing, due in 5 s"]
+    assert run_order(jobs) == ["new reply A", "new reply B", "playing, due in 5 s"]
 
 
-def test_a_later_piece_about_to_be_late_goes_ahead_of_new_replies(
-    one_worker: tuple[DeadlineExecutor, threading.Event],
-) -> None:
-    """Under overload, speech that has begun is not interrupted for speech yet to begin."""
-    executor, gate = one_worker
-    ran: list[str] = []
+def test_a_later_piece_about_to_be_late_goes_ahead_of_new_replies() -> None:
+    """Under overload, speech that has begun is not interrupted for speech yet to begin; a
+    piece keeps a safety margin beyond the new reply's cost (here 0.2 s)."""
     now = time.perf_counter()
-    futures = [
-        submit_due(executor, first(now - 1.0), lambda: ran.append("new reply, waiting 1 s")),
-        submit_due(executor, later(now + 0.05), lambda: ran.append("playing, due in 50 ms")),
-    ]
-    run_all(gate, futures)
-    assert ran == ["playing, due in 50 ms", "new reply, waiting 1 s"]
+    late = 0.2 + SAFETY_MARGIN_S - 0.05
+    jobs = [("new reply, waiting 1 s", first(now - 1.0)), ("playing", later(now + late, 1))]
+    assert run_order(jobs) == ["playing", "new reply, waiting 1 s"]
 
 
-def test_slack_counts_the_later_work_queued_before_a_piece(
-    one_worker: tuple[DeadlineExecutor, threading.Event],
-) -> None:
+def test_slack_counts_the_later_work_queued_before_a_piece() -> None:
     """Each later piece alone could wait, but together they fill the time until the last is due
     (4 pieces of 100 characters ≈ 4 s at the default cost, the last due in 3 s)."""
-    executor, gate = one_worker
-    assert executor.seconds_per_char == DEFAULT_SECONDS_PER_CHAR
-    ran: list[str] = []
+    assert DeadlineExecutor(1).seconds_per_char == DEFAULT_SECONDS_PER_CHAR
     now = time.perf_counter()
-    futures = [submit_due(executor, first(now), lambda: ran.append("new reply"))]
-    futures += [
-        submit_due(
-            executor, later(now + 3.0, characters=100), functools.partial(ran.append, f"p{n}")
-        )
-        for n in range(4)
-    ]
-    run_all(gate, futures)
-    assert ran[0] == "p0"
-    alone = DeadlineExecutor(1)
-    try:
-        # one such piece alone leaves room for the new reply first
-        ran.clear()
-        gate2 = threading.Event()
-        alone.submit(gate2.wait, GATE_TIMEOUT_S)
-        futures = [
-            submit_due(alone, later(now + 3.0, characters=100), lambda: ran.append("p")),
-            submit_due(alone, first(now), lambda: ran.append("new reply")),
-        ]
-        run_all(gate2, futures)
-        assert ran == ["new reply", "p"]
-    finally:
-        alone.shutdown()
+    big = later(now + 3.0, characters=100)
+    together = [("new reply", first(now)), *((f"p{n}", big) for n in range(4))]
+    assert run_order(together)[0] == "p0"
+    # one such piece alone leaves room for the new reply first
+    assert run_order([("p", big), ("new reply", first(now))]) == ["new reply", "p"]
 
 
 def test_work_without_a_due_time_keeps_its_order(
