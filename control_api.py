@@ -94,7 +94,7 @@ async def synthesize(request: web.Request) -> web.StreamResponse:
         body["enhance_audio"] = request.query["enhance_audio"]
     parsed = await with_voice_reference(parse_synthesis(body, default_format=AudioFormat.WAV))
     with services.limiter.slot(_key(request)):
-        utterance = services.synthesizer.synthesize(parsed.synthesis)
+        utterance = services.admit(services.synthesizer.synthesize(parsed.synthesis))
         chunks = [chunk.pcm async for chunk in services.stream(utterance)]
     audio = AudioChunk.join(chunks, parsed.synthesis.sample_rate)
     enhancement: dict[str, Any] | None = None
@@ -157,7 +157,7 @@ async def openai_speech(request: web.Request) -> web.StreamResponse:
         sample_rate=24_000,
     )
     with services.limiter.slot(_key(request)):
-        utterance = services.synthesizer.synthesize(synthesis)
+        utterance = services.admit(services.synthesizer.synthesize(synthesis))
         encoder = create_encoder(fmt, synthesis.sample_rate)
         response = web.StreamResponse(
             headers={

@@ -35,28 +35,47 @@ def json_error(
     return web.json_response(error_body(code, message), status=status, headers=headers)
 
 
-def ws_error(code: str, message: str, request_id: str | None = None) -> dict[str, object]:
+def ws_error(
+    code: str, message: str, request_id: str | None = None, retry_after_s: int | None = None
+) -> dict[str, object]:
     message_body: dict[str, object] = {"type": "error", "code": code, "message": message}
     if request_id is not None:
         message_body["request_id"] = request_id
+    if retry_after_s is not None:
+        message_body["retry_after_s"] = retry_after_s
     return message_body
 
 
-class TooManySessionsError(HiveTTSError):
-    code = "too_many_sessions"
+class RetryLaterError(HiveTTSError):
+    """The server is busy; the same request may succeed after ``retry_after_s`` seconds."""
+
+    code = "busy"
     http_status = 429
+    retryable = True
 
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
 
+class TooManySessionsError(RetryLaterError):
+    code = "too_many_sessions"
+
+
+class EngineBusyError(RetryLaterError):
+    """The engine that would speak has more synthesis queued than ``api.max_engine_backlog_s``:
+    a new reply would start seconds late, so it is refused at once instead."""
+
+    code = "engine_busy"
+
+
+def retry_after(error: HiveTTSError) -> int | None:
+    return error.retry_after_s if isinstance(error, RetryLaterError) else None
+
+
 def response_for(error: HiveTTSError) -> web.Response:
-    headers = (
-        {"Retry-After": str(error.retry_after_s)}
-        if isinstance(error, TooManySessionsError)
-        else None
-    )
+    wait = retry_after(error)
+    headers = {"Retry-After": str(wait)} if wait is not None else None
     return json_error(error.http_status, error.code, error.message, headers)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from engines.errors import HiveTTSError
 from engines.quality import QualitySampler, QualityScore
 from engines.synthesizer import SpeechSynthesizer, Utterance
 
+from .errors import EngineBusyError
 from .playback import PlaybackTracker
 from .service_metrics import ServiceMetrics
 from .session_limits import SessionLimiter
@@ -53,6 +55,23 @@ class ApiServices:
     def __post_init__(self) -> None:
         s = self.settings
         self.limiter = SessionLimiter(s.max_sessions_total, s.max_sessions_per_key, s.retry_after_s)
+
+    def admit(self, utterance: Utterance) -> Utterance:
+        """``utterance``, unless the engine that would speak it has more synthesis queued than
+        ``max_engine_backlog_s``: then ``EngineBusyError`` (429 with Retry-After), so the caller
+        can go elsewhere instead of hearing its reply start seconds late."""
+        limit = self.settings.max_engine_backlog_s
+        plan = utterance.prepared.plan
+        if limit is None or not plan:
+            return utterance
+        backlog = plan[0].backend.backlog_s
+        if backlog > limit:
+            raise EngineBusyError(
+                f"engine {plan[0].engine.value!r} has {backlog:.1f} s of synthesis queued per "
+                f"worker (limit {limit:g} s); retry later",
+                max(1, math.ceil(backlog - limit)),
+            )
+        return utterance
 
     def record_quality(self, engine: str, score: QualityScore) -> None:
         self.metrics.quality.labels(engine).set(score.overall)

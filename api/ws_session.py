@@ -33,7 +33,7 @@ from engines.encoders import AudioFormat, create_encoder
 from engines.errors import HiveTTSError, InvalidOptionError
 from engines.synthesizer import TextStream, Utterance
 
-from .errors import ws_error
+from .errors import retry_after, ws_error
 from .playback import PlaybackTracker
 from .request_parsing import (
     ParsedRequest,
@@ -143,7 +143,8 @@ class WebSocketSession:
                     "or 'cancel'"
                 )
         except HiveTTSError as exc:
-            reply = ws_error(exc.code, exc.message, request_id) | {"is_final": True}
+            reply = ws_error(exc.code, exc.message, request_id, retry_after(exc))
+            reply |= {"is_final": True}
             await self._send(reply)
             self._services.metrics.errors.labels(exc.code).inc()
         except Exception:  # one bad message never ends the connection
@@ -159,6 +160,7 @@ class WebSocketSession:
             utterance = synthesizer.synthesize(request.synthesis)
         else:
             utterance = stream.utterance
+        self._services.admit(utterance)
         job = _Job(
             request=request,
             utterance=utterance,
@@ -269,7 +271,8 @@ class WebSocketSession:
             await self._send_final(job, sequence, first_sent_ms, cancelled=True, tracker=tracker)
             return
         except HiveTTSError as exc:
-            await self._send(ws_error(exc.code, exc.message, job.request_id) | {"is_final": True})
+            reply = ws_error(exc.code, exc.message, job.request_id, retry_after(exc))
+            await self._send(reply | {"is_final": True})
             return
         await self._send_final(job, sequence, first_sent_ms, cancelled=False, tracker=tracker)
 

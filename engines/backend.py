@@ -12,6 +12,7 @@ from typing import Any
 
 from livekit.agents import tts
 
+from .deadline_executor import DeadlineExecutor
 from .errors import CloningUnsupportedError
 from .names import EngineName, QualityTier
 from .voice_reference import VoiceReference
@@ -82,6 +83,12 @@ class EngineBackend(ABC):
         """Syntheses waiting for a free worker thread of this engine."""
         executor = getattr(self, "_executor", None)
         return executor._work_queue.qsize() if isinstance(executor, ThreadPoolExecutor) else 0
+
+    @property
+    def backlog_s(self) -> float:
+        """Estimated seconds of synthesis waiting per worker thread (0 without a pool)."""
+        executor = getattr(self, "_executor", None)
+        return executor.backlog_s() if isinstance(executor, DeadlineExecutor) else 0.0
 
     @property
     def worker_threads(self) -> int:

@@ -121,6 +121,13 @@ class DeadlineExecutor(ThreadPoolExecutor):
         with self._jobs_lock:
             return len(self._jobs)
 
+    def backlog_s(self) -> float:
+        """Estimated seconds of waiting synthesis per worker thread: roughly how long a new
+        reply's first piece waits when the pool is saturated."""
+        with self._jobs_lock:
+            queued = sum(self._cost(j) for j in self._jobs if not j.future.cancelled())
+        return queued / self._max_workers
+
     def _cost(self, job: _Job) -> float:
         return job.due.characters * self.seconds_per_char
 

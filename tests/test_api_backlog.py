@@ -1,0 +1,119 @@
+"""When the engine that would speak has more synthesis queued than ``api.max_engine_backlog_s``,
+a new request is refused at once (429 ``engine_busy`` with Retry-After) instead of starting
+seconds late; the backlog is real work held on the engine's own pool."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+
+from engines.config import ServiceConfig
+from engines.deadline_executor import DeadlineExecutor, PieceDue, piece_due
+from engines.names import EngineName
+from engines.synthesizer import SpeechSynthesizer, SynthesisRequest
+from tests.api_fixtures import (
+    ApiClient,
+    api_client,
+    error_of,
+    receive_json,
+    services_of,
+    until_final,
+    with_api,
+)
+
+HOLD_TIMEOUT_S = 30.0
+LIMIT_S = 2.0
+
+
+@contextlib.contextmanager
+def engine_backlog(synthesizer: SpeechSynthesizer, seconds: float) -> Iterator[DeadlineExecutor]:
+    """Piper's workers held busy and one piece waiting that the pool estimates at ``seconds``
+    of synthesis per worker. The waiting piece is cancelled, never run, so the pool's learned
+    cost is left as it was."""
+    backend = synthesizer.registry.backend(EngineName.PIPER)
+    assert backend is not None
+    executor = backend._executor  # type: ignore[attr-defined]
+    assert isinstance(executor, DeadlineExecutor)
+    gate = threading.Event()
+    holds = [executor.submit(gate.wait, HOLD_TIMEOUT_S) for _ in range(executor._max_workers)]
+    characters = math.ceil(seconds * executor._max_workers / executor.seconds_per_char)
+
+    def submit_waiting() -> Future[None]:
+        piece_due(PieceDue(time.perf_counter(), starts_reply=True, characters=characters))
+        return executor.submit(time.sleep, 0)
+
+    waiting = contextvars.copy_context().run(submit_waiting)
+    try:
+        yield executor
+    finally:
+        waiting.cancel()
+        gate.set()
+        for hold in holds:
+            hold.result(HOLD_TIMEOUT_S)
+
+
+def test_the_backlog_is_the_queued_cost_per_worker(synthesizer: SpeechSynthesizer) -> None:
+    with engine_backlog(synthesizer, 3.0) as executor:
+        assert 3.0 <= executor.backlog_s() < 3.1
+        backend = synthesizer.registry.backend(EngineName.PIPER)
+        assert backend is not None and backend.backlog_s == executor.backlog_s()
+    assert executor.backlog_s() == 0.0  # cancelled work counts for nothing
+
+
+async def test_http_requests_get_429_engine_busy_with_retry_after(
+    api: ApiClient, synthesizer: SpeechSynthesizer
+) -> None:
+    assert services_of(api).settings.max_engine_backlog_s == LIMIT_S
+    with engine_backlog(synthesizer, LIMIT_S + 2.5):
+        refused = await api.post("/synthesize", json={"text": "Are you there?"})
+        error = await error_of(refused, 429)
+        assert refused.headers["Retry-After"] == "3"  # the excess over the limit, rounded up
+        openai = await api.post(
+            "/v1/audio/speech", json={"model": "tts-1", "input": "Hello.", "voice": "alloy"}
+        )
+        openai_error = await error_of(openai, 429)
+        assert openai.headers["Retry-After"] == "3"
+    assert error["code"] == openai_error["code"] == "engine_busy"
+    assert "'piper'" in error["message"] and "limit 2 s" in error["message"]
+    again = await api.post("/synthesize", json={"text": "Are you there?"})
+    assert again.status == 200, await again.text()
+
+
+async def test_a_websocket_request_is_refused_and_the_connection_goes_on(
+    api: ApiClient, synthesizer: SpeechSynthesizer
+) -> None:
+    async with api.ws_connect("/ws/synthesize") as ws:
+        with engine_backlog(synthesizer, LIMIT_S + 0.5):
+            await ws.send_json({"text": "Good morning.", "request_id": "busy"})
+            refused = await receive_json(ws)
+            await ws.send_json({"type": "text", "text": "Streaming words in"})
+            refused_stream = await receive_json(ws)
+        for message in (refused, refused_stream):
+            assert message["type"] == "error" and message["code"] == "engine_busy"
+            assert message["retry_after_s"] == 1 and message["is_final"] is True
+        assert refused["request_id"] == "busy"
+        await ws.send_json({"text": "Good morning.", "request_id": "later"})
+        reply = await until_final(ws)
+    assert reply.audio and reply.final["type"] == "final"
+    assert reply.final["request_id"] == "later"
+
+
+async def test_below_the_limit_or_without_one_requests_are_taken(
+    service_config: ServiceConfig, synthesizer: SpeechSynthesizer
+) -> None:
+    request = SynthesisRequest("Still here.", voice_id="en-us-male-premium")
+    async with api_client(with_api(service_config, max_engine_backlog_s=None), synthesizer) as c:
+        unlimited = services_of(c)
+        with engine_backlog(synthesizer, 60.0):
+            utterance = synthesizer.synthesize(request)
+            assert unlimited.admit(utterance) is utterance
+    async with api_client(service_config, synthesizer) as client:
+        limited = services_of(client)
+        with engine_backlog(synthesizer, LIMIT_S - 0.5):
+            utterance = synthesizer.synthesize(request)
+            assert limited.admit(utterance) is utterance
