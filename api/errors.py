@@ -63,8 +63,8 @@ class TooManySessionsError(RetryLaterError):
 
 
 class EngineBusyError(RetryLaterError):
-    """The engine that would speak has more synthesis queued than ``api.max_engine_backlog_s``:
-    a new reply would start seconds late, so it is refused at once instead."""
+    """A new reply would wait longer than ``api.max_engine_wait_s`` for the engine that would
+    speak it, so it is refused at once instead of starting seconds late."""
 
     code = "engine_busy"
 

@@ -57,19 +57,19 @@ class ApiServices:
         self.limiter = SessionLimiter(s.max_sessions_total, s.max_sessions_per_key, s.retry_after_s)
 
     def admit(self, utterance: Utterance) -> Utterance:
-        """``utterance``, unless the engine that would speak it has more synthesis queued than
-        ``max_engine_backlog_s``: then ``EngineBusyError`` (429 with Retry-After), so the caller
-        can go elsewhere instead of hearing its reply start seconds late."""
-        limit = self.settings.max_engine_backlog_s
+        """``utterance``, unless it would wait longer than ``max_engine_wait_s`` for the engine
+        that would speak it: then ``EngineBusyError`` (429 with Retry-After), so the caller can
+        go elsewhere instead of hearing its reply start seconds late."""
+        limit = self.settings.max_engine_wait_s
         plan = utterance.prepared.plan
         if limit is None or not plan:
             return utterance
-        backlog = plan[0].backend.backlog_s
-        if backlog > limit:
+        wait = plan[0].backend.expected_wait_s
+        if wait > limit:
             raise EngineBusyError(
-                f"engine {plan[0].engine.value!r} has {backlog:.1f} s of synthesis queued per "
-                f"worker (limit {limit:g} s); retry later",
-                max(1, math.ceil(backlog - limit)),
+                f"engine {plan[0].engine.value!r} is saturated: a new reply would wait about "
+                f"{wait:.1f} s for it (limit {limit:g} s); retry later",
+                max(1, math.ceil(wait - limit)),
             )
         return utterance
 

@@ -85,10 +85,11 @@ class EngineBackend(ABC):
         return executor._work_queue.qsize() if isinstance(executor, ThreadPoolExecutor) else 0
 
     @property
-    def backlog_s(self) -> float:
-        """Estimated seconds of synthesis waiting per worker thread (0 without a pool)."""
+    def expected_wait_s(self) -> float:
+        """About how long a new reply would wait for this engine's pool (0 without a pool;
+        see ``DeadlineExecutor.expected_wait_s``)."""
         executor = getattr(self, "_executor", None)
-        return executor.backlog_s() if isinstance(executor, DeadlineExecutor) else 0.0
+        return executor.expected_wait_s() if isinstance(executor, DeadlineExecutor) else 0.0
 
     @property
     def worker_threads(self) -> int:

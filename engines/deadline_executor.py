@@ -77,6 +77,7 @@ def current_due() -> PieceDue:
 class _Job:
     due: PieceDue
     order: int
+    submitted: float
     future: Future[Any]
     call: Callable[[], Any]
 
@@ -104,7 +105,7 @@ class DeadlineExecutor(ThreadPoolExecutor):
     def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
         future: Future[_T] = Future()
         call = functools.partial(fn, *args, **kwargs)
-        job = _Job(current_due(), next(self._order), future, call)
+        job = _Job(current_due(), next(self._order), time.perf_counter(), future, call)
         with self._jobs_lock:
             self._jobs.append(job)
         try:
@@ -121,12 +122,16 @@ class DeadlineExecutor(ThreadPoolExecutor):
         with self._jobs_lock:
             return len(self._jobs)
 
-    def backlog_s(self) -> float:
-        """Estimated seconds of waiting synthesis per worker thread: roughly how long a new
-        reply's first piece waits when the pool is saturated."""
+    def expected_wait_s(self) -> float:
+        """About how long a new reply's first piece would wait for a worker: the queued work
+        per worker, or how long the oldest waiting first piece has waited, whichever is more
+        (under overload, later pieces keep going first, which the queue alone does not show)."""
+        now = time.perf_counter()
         with self._jobs_lock:
-            queued = sum(self._cost(j) for j in self._jobs if not j.future.cancelled())
-        return queued / self._max_workers
+            live = [j for j in self._jobs if not j.future.cancelled()]
+        queued = sum(self._cost(j) for j in live) / self._max_workers
+        waited = max((now - j.submitted for j in live if j.due.starts_reply), default=0.0)
+        return max(queued, waited)
 
     def _cost(self, job: _Job) -> float:
         return job.due.characters * self.seconds_per_char

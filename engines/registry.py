@@ -158,6 +158,7 @@ class EngineRegistry:
                     languages=sorted(backend.languages()) if backend.ready else [],
                     health=health.snapshot(),
                     queue_depth=backend.queue_depth,
+                    expected_wait_s=round(backend.expected_wait_s, 3),
                     available=backend.ready and health.state is HealthState.HEALTHY,
                 )
             rows.append(row)

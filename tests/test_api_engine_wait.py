@@ -1,6 +1,6 @@
-"""When the engine that would speak has more synthesis queued than ``api.max_engine_backlog_s``,
-a new request is refused at once (429 ``engine_busy`` with Retry-After) instead of starting
-seconds late; the backlog is real work held on the engine's own pool."""
+"""When a new reply would wait longer than ``api.max_engine_wait_s`` for the engine that would
+speak it, the request is refused at once (429 ``engine_busy`` with Retry-After) instead of
+starting seconds late; the backlog in these tests is real work held on the engine's own pool."""
 
 from __future__ import annotations
 
@@ -57,18 +57,51 @@ def engine_backlog(synthesizer: SpeechSynthesizer, seconds: float) -> Iterator[D
             hold.result(HOLD_TIMEOUT_S)
 
 
-def test_the_backlog_is_the_queued_cost_per_worker(synthesizer: SpeechSynthesizer) -> None:
+def test_the_expected_wait_is_the_queued_cost_per_worker(synthesizer: SpeechSynthesizer) -> None:
     with engine_backlog(synthesizer, 3.0) as executor:
-        assert 3.0 <= executor.backlog_s() < 3.1
+        assert 3.0 <= executor.expected_wait_s() < 3.1
         backend = synthesizer.registry.backend(EngineName.PIPER)
-        assert backend is not None and backend.backlog_s == executor.backlog_s()
-    assert executor.backlog_s() == 0.0  # cancelled work counts for nothing
+        assert backend is not None and 3.0 <= backend.expected_wait_s < 3.1
+    assert executor.expected_wait_s() == 0.0  # cancelled work counts for nothing
+
+
+def test_the_expected_wait_is_at_least_how_long_the_oldest_reply_has_waited() -> None:
+    """Under overload later pieces keep going first; a small queue can still mean a long wait,
+    which the oldest waiting first piece shows."""
+    executor = DeadlineExecutor(1)
+    gate = threading.Event()
+    try:
+        executor.submit(gate.wait, HOLD_TIMEOUT_S)
+
+        def submit_first() -> Future[None]:
+            piece_due(PieceDue(time.perf_counter(), starts_reply=True, characters=1))
+            return executor.submit(time.sleep, 0)
+
+        waiting = contextvars.copy_context().run(submit_first)
+        time.sleep(0.2)
+        assert executor.expected_wait_s() >= 0.2  # queued cost alone: 0.01 s
+        gate.set()
+        waiting.result(HOLD_TIMEOUT_S)
+        assert executor.expected_wait_s() == 0.0
+    finally:
+        gate.set()
+        executor.shutdown()
+
+
+async def test_health_shows_each_engines_expected_wait(
+    api: ApiClient, synthesizer: SpeechSynthesizer
+) -> None:
+    with engine_backlog(synthesizer, 1.5):
+        health = await (await api.get("/health")).json()
+    backlogs = {e["engine"]: e.get("expected_wait_s") for e in health["engines"]}
+    assert 1.5 <= backlogs["piper"] < 1.6
+    assert backlogs["espeak-ng"] == 0.0
 
 
 async def test_http_requests_get_429_engine_busy_with_retry_after(
     api: ApiClient, synthesizer: SpeechSynthesizer
 ) -> None:
-    assert services_of(api).settings.max_engine_backlog_s == LIMIT_S
+    assert services_of(api).settings.max_engine_wait_s == LIMIT_S
     with engine_backlog(synthesizer, LIMIT_S + 2.5):
         refused = await api.post("/synthesize", json={"text": "Are you there?"})
         error = await error_of(refused, 429)
@@ -107,7 +140,7 @@ async def test_below_the_limit_or_without_one_requests_are_taken(
     service_config: ServiceConfig, synthesizer: SpeechSynthesizer
 ) -> None:
     request = SynthesisRequest("Still here.", voice_id="en-us-male-premium")
-    async with api_client(with_api(service_config, max_engine_backlog_s=None), synthesizer) as c:
+    async with api_client(with_api(service_config, max_engine_wait_s=None), synthesizer) as c:
         unlimited = services_of(c)
         with engine_backlog(synthesizer, 60.0):
             utterance = synthesizer.synthesize(request)
