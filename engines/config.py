@@ -100,7 +100,7 @@ class ApiSettings(_Section):
     max_sessions_total: int = Field(default=200, ge=1)
     max_sessions_per_key: int = Field(default=100, ge=1)
     retry_after_s: int = Field(default=1, ge=1)
-    max_engine_wait_s: float | None = Field(default=2.0, gt=0)
+    max_engine_wait_s: float | None = Field(default=1.0, gt=0)
     """Refuse a new request (429 ``engine_busy``) that would wait longer than this for its
     engine (``DeadlineExecutor.expected_wait_s``); null: never refuse, start late instead."""
     quality_sample_every: int = Field(default=50, ge=0)

@@ -20,9 +20,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def service_config() -> ServiceConfig:
     """The shipped config.yaml without Edge TTS: tests never call Microsoft's service (the Edge
-    tests run against a local fake of it, tests/fake_edge_service.py)."""
+    tests run against a local fake of it, tests/fake_edge_service.py), and without refusing
+    requests for a busy engine."""
     config = load_config(REPO_ROOT / "config.yaml")
-    return config.model_copy(update={"disabled_engines": (EngineName.EDGE,)})
+    # many sessions start at once in some tests; on a slow machine the engine wait could pass
+    # its limit and refuse them (tests/test_api_engine_wait.py sets its own)
+    api = config.api.model_copy(update={"max_engine_wait_s": None})
+    return config.model_copy(update={"disabled_engines": (EngineName.EDGE,), "api": api})
 
 
 @pytest.fixture(scope="session")
