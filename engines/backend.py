@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -78,24 +77,29 @@ class EngineBackend(ABC):
             self.detail = "loaded"
         self.load_seconds = time.perf_counter() - started
 
+    def _pool(self) -> DeadlineExecutor | None:
+        """The engine's own synthesis pool (engines without one, like Edge, have none)."""
+        executor = getattr(self, "_executor", None)
+        return executor if isinstance(executor, DeadlineExecutor) else None
+
     @property
     def queue_depth(self) -> int:
         """Syntheses waiting for a free worker thread of this engine."""
-        executor = getattr(self, "_executor", None)
-        return executor._work_queue.qsize() if isinstance(executor, ThreadPoolExecutor) else 0
+        pool = self._pool()
+        return pool.waiting if pool is not None else 0
 
     @property
     def expected_wait_s(self) -> float:
         """About how long a new reply would wait for this engine's pool (0 without a pool;
         see ``DeadlineExecutor.expected_wait_s``)."""
-        executor = getattr(self, "_executor", None)
-        return executor.expected_wait_s() if isinstance(executor, DeadlineExecutor) else 0.0
+        pool = self._pool()
+        return pool.expected_wait_s() if pool is not None else 0.0
 
     @property
     def worker_threads(self) -> int:
         """Threads this engine synthesizes on (0 when it has no pool of its own)."""
-        executor = getattr(self, "_executor", None)
-        return executor._max_workers if isinstance(executor, ThreadPoolExecutor) else 0
+        pool = self._pool()
+        return pool.max_workers if pool is not None else 0
 
     @property
     def ready(self) -> bool:

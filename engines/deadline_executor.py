@@ -86,8 +86,7 @@ class DeadlineExecutor(ThreadPoolExecutor):
     """A ``ThreadPoolExecutor`` whose waiting work runs in the order the module doc describes.
 
     Each ``submit`` queues the job and one trampoline on the underlying pool; a worker thread
-    that picks up a trampoline runs whichever job is most urgent at that moment. The pool's own
-    queue therefore still counts the jobs waiting (``_work_queue.qsize()``)."""
+    that picks up a trampoline runs whichever job is most urgent at that moment."""
 
     def __init__(
         self,
@@ -115,6 +114,10 @@ class DeadlineExecutor(ThreadPoolExecutor):
                 self._jobs.remove(job)
             raise
         return future
+
+    @property
+    def max_workers(self) -> int:
+        return self._max_workers
 
     @property
     def waiting(self) -> int:

@@ -44,8 +44,8 @@ def engine_backlog(synthesizer: SpeechSynthesizer, seconds: float) -> Iterator[D
     executor = backend._executor  # type: ignore[attr-defined]
     assert isinstance(executor, DeadlineExecutor)
     gate = threading.Event()
-    holds = [executor.submit(gate.wait, HOLD_TIMEOUT_S) for _ in range(executor._max_workers)]
-    characters = math.ceil(seconds * executor._max_workers / executor.seconds_per_char)
+    holds = [executor.submit(gate.wait, HOLD_TIMEOUT_S) for _ in range(executor.max_workers)]
+    characters = math.ceil(seconds * executor.max_workers / executor.seconds_per_char)
 
     def submit_waiting() -> Future[None]:
         piece_due(PieceDue(time.perf_counter(), starts_reply=True, characters=characters))

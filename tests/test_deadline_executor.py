@@ -88,7 +88,7 @@ def run_order(jobs: list[tuple[str, PieceDue]]) -> list[str]:
     with held_pool() as (executor, gate):
         futures = [submit_due(executor, due, functools.partial(ran.append, n)) for n, due in jobs]
         assert executor.waiting == len(jobs)
-        assert executor._work_queue.qsize() == len(jobs)  # what /health reports as queue_depth
+        assert executor._work_queue.qsize() == len(jobs)  # one trampoline per job
         run_all(gate, futures)
         assert executor.waiting == 0
     return ran
