@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -100,6 +101,15 @@ class _FrameWriter:
         return out
 
 
+Progress = Callable[[str, int | None], None]
+"""Told ``(request id, characters of the pieces already played)`` as each piece starts, and
+``(request id, None)`` when the utterance is over (spoken, interrupted or failed)."""
+
+
+def _no_progress(request_id: str, spoken: int | None) -> None:
+    return None
+
+
 class TrackPlayer:
     """A mono 48 kHz track and the utterances waiting to be spoken on it, in order."""
 
@@ -111,6 +121,7 @@ class TrackPlayer:
         voice_id: str,
         events: EventSender,
         metrics: WorkerMetrics,
+        progress: Progress = _no_progress,
     ) -> None:
         self.name = name
         self.language = language
@@ -118,6 +129,7 @@ class TrackPlayer:
         self._room = room
         self._events = events
         self._metrics = metrics
+        self._progress = progress
         self._source = rtc.AudioSource(LIVEKIT_SAMPLE_RATE, 1, queue_size_ms=SOURCE_QUEUE_MS)
         self._track = rtc.LocalAudioTrack.create_audio_track(name, self._source)
         self._queue: deque[QueuedSpeech] = deque()
@@ -154,6 +166,7 @@ class TrackPlayer:
         self._queue.clear()
         for item in dropped:
             await item.utterance.aclose()
+            self._progress(item.request.id, None)
             item.done.set()
         return dropped
 
@@ -189,13 +202,17 @@ class TrackPlayer:
                 await self._wakeup.wait()
             item = self._queue.popleft()
             self._current = item
-            self._play_task = asyncio.create_task(self._play(item), name=f"speak-{item.request.id}")
+            task = asyncio.create_task(self._play(item), name=f"speak-{item.request.id}")
+            self._play_task = task
             try:
-                await asyncio.shield(self._play_task)
+                # wait() never raises for the task: a CancelledError here is always the
+                # runner's own (interrupt() cancels only the play task)
+                await asyncio.wait({task})
             except asyncio.CancelledError:
-                if not self._play_task.done():  # the runner itself is being stopped
-                    self._play_task.cancel()
-                    raise
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                raise
             finally:
                 item.done.set()
                 self._current = None
@@ -217,8 +234,14 @@ class TrackPlayer:
         started = time.perf_counter()
         first = True
         outcome = "ok"
+        spoken = 0
+        piece_chars = 0
         try:
             async for chunk in item.utterance:
+                if chunk.text:  # a new piece starts playing: the ones before it were heard
+                    spoken += piece_chars
+                    piece_chars = len(chunk.text)
+                    self._progress(request.id, spoken)
                 if first:
                     first = False
                     await self._first_listener()
@@ -264,6 +287,7 @@ class TrackPlayer:
             logger.exception("utterance %s failed", request.id)
             await self._events.error(request.id, request.reply_to, "internal_error", str(exc))
         finally:
+            self._progress(request.id, None)
             if not first:
                 self._metrics.room_speaking.labels(self._room.name).dec()
             await item.utterance.aclose()
