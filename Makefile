@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 8003
 LIVEKIT_PORT ?= 7880
+CLUSTER_NODES ?= 2
 # LiveKit's server and CLI, built from pinned Go modules (tools/livekit) into an ignored cache.
 LIVEKIT_BIN := .cache/livekit/bin
 LIVEKIT_SERVER := $(LIVEKIT_BIN)/livekit-server
@@ -14,7 +15,7 @@ LK := $(LIVEKIT_BIN)/lk
 GO ?= go
 SAMPLE_TEXT := Hello! This is HIVE TTS speaking. Streaming speech starts before the sentence is done.
 
-.PHONY: install livekit run test lint typecheck bench clean
+.PHONY: install livekit redis cluster run test lint typecheck bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +42,15 @@ $(LK): tools/livekit/cli/go.mod tools/livekit/cli/go.sum
 
 livekit: $(LIVEKIT_SERVER) $(LK)
 
+# The cluster (agent/livekit_cluster.py) runs its own redis-server on a free loopback port:
+# Debian's package, installed when missing.
+redis:
+	command -v redis-server >/dev/null || (apt-get update -q && apt-get install -y -q redis-server)
+
+# one Redis and $(CLUSTER_NODES) livekit-server nodes on 127.0.0.1, until Ctrl-C
+cluster: install $(LIVEKIT_SERVER) redis
+	$(BIN)/python -m agent.livekit_cluster --nodes $(CLUSTER_NODES)
+
 # a livekit-server already on PATH (or $$LIVEKIT_URL) is used as is
 run: install
 	test -n "$$LIVEKIT_URL" || command -v livekit-server >/dev/null || $(MAKE) $(LIVEKIT_SERVER)
@@ -53,7 +63,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install $(LIVEKIT_SERVER) lint typecheck
+test: install $(LIVEKIT_SERVER) redis lint typecheck
 	$(BIN)/pytest -q
 
 bench: install livekit

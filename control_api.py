@@ -19,6 +19,7 @@ import psutil
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from api.agent_watch import add_agent_watch
 from api.auth import ANONYMOUS, KEY_OF_REQUEST, is_admin, make_auth_middleware
 from api.errors import ERROR_COUNTER, error_middleware, json_error
 from api.openai_voices import OPENAI_MODELS, OPENAI_VOICES, looks_japanese
@@ -30,7 +31,7 @@ from api.request_parsing import (
     parse_synthesis,
     with_voice_reference,
 )
-from api.rooms import LiveKitSettings, add_room_routes
+from api.rooms import ROOMS_KEY, LiveKitSettings, add_room_routes
 from api.services import ApiServices, encode_chunk, finish_encoding
 from api.ws_session import WebSocketSession
 from engines.audio import AudioChunk
@@ -241,6 +242,10 @@ async def health(request: web.Request) -> web.Response:
     settings = services.settings
     if services.limiter.active >= SESSIONS_WARN_SHARE * settings.max_sessions_total:
         problems.append("close to the session limit")
+    rooms = request.app[ROOMS_KEY]
+    agent_workers = await rooms.workers()
+    if agent_workers and not any(w.get("registered") for w in agent_workers):
+        problems.append("no agent worker is registered with LiveKit yet")
     status = "fail" if not speaking else ("warn" if problems else "pass")
     body = {
         "status": status,
@@ -251,6 +256,11 @@ async def health(request: web.Request) -> web.Response:
         "queue_depth": queue_depth,
         "uptime_s": round(time.monotonic() - services.started_at, 1),
         "memory_usage": memory,
+        "livekit": {
+            "configured": rooms.configured,
+            "workers": agent_workers,
+            "agents_redispatched": rooms.redispatches,
+        },
     }
     return web.json_response(body, status=503 if status == "fail" else 200)
 
@@ -313,7 +323,7 @@ def create_app(
         client_max_size=settings.max_body_bytes,
     )
     app.add_routes(routes)
-    add_room_routes(app, livekit)
+    add_agent_watch(app, add_room_routes(app, livekit))
     app[ERROR_COUNTER] = lambda code: app[SERVICES].metrics.errors.labels(code).inc()
 
     async def engines(app: web.Application) -> AsyncIterator[None]:

@@ -1,5 +1,9 @@
 """A local LiveKit server for development and tests (``livekit-server --dev``, loopback only).
 
+A node runs alone or, given a Redis address, as one node of a cluster (``agent.livekit_cluster``).
+Everything it opens is on 127.0.0.1: signalling (``--bind``), ICE over UDP (the loopback
+interface only) and the candidates it advertises (``--node-ip``).
+
 The binary comes from ``$HIVE_TTS_LIVEKIT_SERVER``, then ``PATH`` (a user's own install),
 then the build cache ``make`` fills (``.cache/livekit/bin``, built from ``tools/livekit``).
 Tests name the pinned build through the environment variable.
@@ -15,8 +19,12 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from hive_tts.paths import PROJECT_ROOT
 
@@ -27,6 +35,14 @@ DEV_API_KEY = "devkey"
 DEV_API_SECRET = "secret"
 """What ``livekit-server --dev`` accepts; loopback only."""
 START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+READY_POLL_S = 0.1
+LOOPBACK_IP = "127.0.0.1"
+LOOPBACK_INTERFACE = "lo"
+ICE_TCP_PORT_DISABLED = 0
+"""``rtc.tcp_port: 0`` turns ICE/TCP off: livekit-server 1.13.5 listens on that port on every
+interface (``net.ListenTCP`` with no address, whatever ``--bind`` or ``rtc.interfaces`` say),
+and clients on loopback reach the node over UDP anyway."""
 
 
 class LiveKitServerNotFound(RuntimeError):
@@ -52,13 +68,45 @@ def find_binary(name: str, env: str) -> Path:
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((LOOPBACK_IP, 0))
         return int(sock.getsockname()[1])
+
+
+def node_config(
+    port: int,
+    udp_port: int,
+    *,
+    redis_address: str | None = None,
+    webhook_urls: Sequence[str] = (),
+) -> str:
+    """The ``--config-body`` of a loopback node (keys as in livekit-server 1.13.5's
+    ``pkg/config/config.go``; the server parses it strictly, so a wrong key fails the start)."""
+    config: dict[str, Any] = {
+        "port": port,
+        "rtc": {
+            "tcp_port": ICE_TCP_PORT_DISABLED,
+            "udp_port": udp_port,
+            "use_external_ip": False,
+            "enable_loopback_candidate": True,
+            "interfaces": {"includes": [LOOPBACK_INTERFACE]},
+        },
+        "logging": {"level": "info"},
+    }
+    if redis_address is not None:
+        config["redis"] = {"address": redis_address}
+    if webhook_urls:
+        # LiveKit signs each webhook with this key's secret
+        config["webhook"] = {"api_key": DEV_API_KEY, "urls": list(webhook_urls)}
+    return yaml.safe_dump(config, sort_keys=False)
 
 
 @dataclass
 class DevServer:
-    """A running ``livekit-server --dev`` bound to 127.0.0.1."""
+    """A running ``livekit-server --dev`` on 127.0.0.1, alone or as one node of a cluster.
+
+    ``stop()`` is a graceful shutdown (SIGTERM: the node drains, then leaves the cluster);
+    ``kill()`` is a forced one (SIGKILL, as a crash would: what it registered in Redis stays).
+    """
 
     process: subprocess.Popen[bytes]
     port: int
@@ -83,19 +131,27 @@ class DevServer:
         }
 
     @classmethod
-    def start(cls, port: int = 0, *, log_dir: Path | None = None) -> DevServer:
+    def start(
+        cls,
+        port: int = 0,
+        *,
+        log_dir: Path | None = None,
+        redis_address: str | None = None,
+        webhook_urls: Sequence[str] = (),
+    ) -> DevServer:
+        """Start a node and return once its HTTP port answers.
+
+        ``port`` 0 picks a free one. ``redis_address`` (``"127.0.0.1:PORT"``) makes the node
+        join the cluster that shares that Redis; ``webhook_urls`` receive the node's webhooks,
+        signed with ``devkey``'s secret. The log goes to ``log_dir`` (the temp dir by default).
+        """
         binary = find_binary("livekit-server", SERVER_ENV)
         port = port or free_port()
-        tcp_port, udp_port = free_port(), free_port(socket.SOCK_DGRAM)
-        config = (
-            f"port: {port}\n"
-            "rtc:\n"
-            f"  tcp_port: {tcp_port}\n"
-            f"  udp_port: {udp_port}\n"
-            "  use_external_ip: false\n"
-            "  enable_loopback_candidate: true\n"
-            "logging:\n"
-            "  level: info\n"
+        config = node_config(
+            port,
+            free_port(socket.SOCK_DGRAM),
+            redis_address=redis_address,
+            webhook_urls=webhook_urls,
         )
         log_dir = log_dir or Path(tempfile.gettempdir())
         log_path = log_dir / f"livekit-server-{port}.log"
@@ -105,9 +161,9 @@ class DevServer:
                 str(binary),
                 "--dev",
                 "--bind",
-                "127.0.0.1",
+                LOOPBACK_IP,
                 "--node-ip",
-                "127.0.0.1",
+                LOOPBACK_IP,
                 "--config-body",
                 config,
             ],
@@ -125,22 +181,39 @@ class DevServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(
-                    f"livekit-server exited ({self.process.returncode}): "
-                    + self.log_path.read_text(errors="replace")[-2000:]
+                    f"livekit-server exited ({self.process.returncode}): " + self.log_tail()
                 )
             with contextlib.suppress(OSError):
                 with urllib.request.urlopen(self.http_url, timeout=1) as reply:
                     if reply.status == 200:
                         return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"livekit-server did not answer on {self.http_url} in time")
+            time.sleep(READY_POLL_S)
+        self.kill()
+        raise RuntimeError(
+            f"livekit-server did not answer on {self.http_url} in time: " + self.log_tail()
+        )
+
+    def log_tail(self, chars: int = 2000) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-chars:]
+        return ""
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
 
     def stop(self) -> None:
+        """Graceful shutdown (SIGTERM), forced after ``STOP_TIMEOUT_S``; a no-op once exited."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def kill(self) -> None:
+        """Forced stop (SIGKILL): no graceful leave from the cluster; a no-op once exited."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()

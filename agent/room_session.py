@@ -35,12 +35,17 @@ from agent.speak_request import (
     parse_stream_attributes,
     with_voice_reference,
 )
+from agent.speech_journal import PENDING_ATTRIBUTE, PendingSpeech, encode, lost_in
 from agent.track_player import QueuedSpeech, TrackPlayer
 from api.service_metrics import WorkerMetrics
 from engines.config import AgentSettings
 from engines.errors import HiveTTSError, TextTooLongError
 
 logger = logging.getLogger(__name__)
+
+JOURNAL_INTERVAL_S = 0.25
+"""The pending-speech attribute is rewritten at most this often (changes are coalesced)."""
+LOST_CODE = "agent_lost"
 
 
 class RoomSession:
@@ -67,6 +72,9 @@ class RoomSession:
         """Requests past the queue check but not yet queued (their text is being planned)."""
         self.draining = False
         self.closed = asyncio.Event()
+        self._pending: dict[str, PendingSpeech] = {}
+        self._journal_dirty = asyncio.Event()
+        self._journal_task: asyncio.Task[None] | None = None
 
     def attach(self) -> None:
         self.room.on("data_received", self._on_data)
@@ -74,8 +82,45 @@ class RoomSession:
         self.room.on("participant_attributes_changed", self._on_attributes)
         self.room.register_text_stream_handler(TOPIC_SPEAK, self._on_text_stream)
         self._metrics.rooms.inc()
+        self._journal_task = asyncio.create_task(self._write_journal(), name="speech-journal")
         for participant in self.room.remote_participants.values():
             self._on_participant(participant)
+
+    async def report_lost(self, job_metadata: str) -> None:
+        """Tell the senders of what a previous agent in this room accepted and never finished
+        (handed over in the dispatch metadata) that it was lost."""
+        for entry in lost_in(job_metadata):
+            said = f"; {entry.spoken} characters had been spoken" if entry.spoken else ""
+            await self._events.error(
+                entry.id,
+                entry.to,
+                LOST_CODE,
+                f"the agent speaking this request stopped (its worker was lost){said}; "
+                "this agent replaced it: send the request again",
+            )
+
+    # -- journal: what is accepted and not yet spoken, in the agent's attributes ---------
+
+    def _journal(self, request_id: str, spoken: int | None) -> None:
+        current = self._pending.get(request_id)
+        if spoken is None:
+            if self._pending.pop(request_id, None) is not None:
+                self._journal_dirty.set()
+        elif current is not None and current.spoken != spoken:
+            self._pending[request_id] = PendingSpeech(current.id, current.to, spoken)
+            self._journal_dirty.set()
+
+    async def _write_journal(self) -> None:
+        while True:
+            await self._journal_dirty.wait()
+            self._journal_dirty.clear()
+            try:
+                await self.room.local_participant.set_attributes(
+                    {PENDING_ATTRIBUTE: encode(self._pending.values())}
+                )
+            except Exception as exc:  # the room is closing
+                logger.info("journal not written in %s: %s", self.room.name, exc)
+            await asyncio.sleep(JOURNAL_INTERVAL_S)
 
     # -- input --------------------------------------------------------------------------
 
@@ -228,6 +273,8 @@ class RoomSession:
                 )
         interrupting = request.mode is SpeakMode.INTERRUPT
         position = player.waiting + (1 if player.busy and not interrupting else 0)
+        self._pending[request.id] = PendingSpeech(request.id, request.reply_to)
+        self._journal_dirty.set()
         player.enqueue(QueuedSpeech(request, utterance, received_at))
         self._update_gauges()
         await self._events.send(
@@ -249,7 +296,9 @@ class RoomSession:
             name = f"tts-{language}"
             if name in taken:
                 name = f"tts-{language}-{voice_id}"
-            player = TrackPlayer(self.room, name, language, voice_id, self._events, self._metrics)
+            player = TrackPlayer(
+                self.room, name, language, voice_id, self._events, self._metrics, self._journal
+            )
             await player.publish()
             self._players[(language, voice_id)] = player
             await self.room.local_participant.set_attributes(
@@ -298,6 +347,8 @@ class RoomSession:
         if self.closed.is_set():
             return
         self.closed.set()
+        if self._journal_task is not None:
+            self._journal_task.cancel()
         for task in list(self._tasks):
             task.cancel()
         for player in self._players.values():

@@ -33,7 +33,7 @@ SOURCE_QUEUE_MS = 200
 """Audio handed to WebRTC ahead of playout: room for the loop to stall without a gap."""
 INTERRUPT_FADE_MS = 5
 """An interrupted utterance fades out over this long from the sample being played."""
-SUBSCRIPTION_WAIT_S = 1.0
+SUBSCRIPTION_WAIT_S = 3.0
 """A new track's first utterance waits this long at most for a listener's subscription (when
 someone is in the room): audio sent before the subscriber's path is up is never heard."""
 

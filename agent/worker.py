@@ -18,18 +18,26 @@ import threading
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from livekit import rtc
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobExecutorType, JobRequest
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent.engine_host import EngineHost
 from agent.load_monitor import LoadMonitor
+from agent.registration import Registration
 from agent.room_session import RoomSession
 from agent.speak_policy import SpeakPolicy
-from agent.speak_request import AGENT_ATTRIBUTE, READY_ATTRIBUTE
+from agent.speak_request import AGENT_ATTRIBUTE, READY_ATTRIBUTE, WORKER_ATTRIBUTE
+from agent.speech_journal import replaced_in
+from agent.supervisor import EXIT_LIVEKIT_LOST
 from api.service_metrics import WorkerMetrics
 from engines.config import ServiceConfig
 
 logger = logging.getLogger(__name__)
+
+EXIT_SECOND_SIGNAL = 130
+CLOSE_TIMEOUT_S = 10.0
+"""After the drain, how long closing jobs and connections may take."""
 
 AGENT_IDENTITY_PREFIX = "hive-tts-agent"
 """Identity prefix of the agent in rooms (LiveKit adds the job id)."""
@@ -59,7 +67,12 @@ class WorkerState:
     def rooms(self) -> list[dict[str, object]]:
         with self.lock:
             return [
-                {"room": s.room.name, "tracks": s.tracks(), "draining": s.draining}
+                {
+                    "room": s.room.name,
+                    "identity": s.room.local_participant.identity,
+                    "tracks": s.tracks(),
+                    "draining": s.draining,
+                }
                 for s in self.sessions
             ]
 
@@ -73,6 +86,16 @@ class WorkerState:
         ]
         await asyncio.gather(*futures, return_exceptions=True)
 
+    async def end_all(self, reason: str) -> None:
+        """Stop every room at once (what is playing is cut) and end its job."""
+        with self.lock:
+            sessions = list(self.sessions.items())
+        futures = [
+            asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_end_room(s, ctx, reason), loop))
+            for s, (loop, ctx) in sessions
+        ]
+        await asyncio.gather(*futures, return_exceptions=True)
+
 
 async def _drain_room(session: RoomSession, ctx: JobContext) -> None:
     await session.drain()
@@ -80,7 +103,13 @@ async def _drain_room(session: RoomSession, ctx: JobContext) -> None:
     ctx.shutdown("worker draining")
 
 
+async def _end_room(session: RoomSession, ctx: JobContext, reason: str) -> None:
+    await session.aclose(reason)
+    ctx.shutdown(reason)
+
+
 _STATE: WorkerState | None = None
+_CONNECTING = threading.Lock()
 
 
 def state() -> WorkerState:
@@ -99,7 +128,19 @@ async def _on_request(request: JobRequest) -> None:
 async def entrypoint(ctx: JobContext) -> None:
     """One room: connect (subscribing to nothing: the agent only speaks), then serve text."""
     worker = state()
-    await ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE)
+    # one room connects at a time: many concurrent connects from job threads left one room's
+    # connect callback unread, and the rtc SDK then ends the whole process (an FFI "panic")
+    await asyncio.to_thread(_CONNECTING.acquire)
+    try:
+        await ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE)
+    finally:
+        _CONNECTING.release()
+    replaced = replaced_in(ctx.job.metadata)
+    present = _ready_agent(ctx.room, ignoring=replaced)
+    if present is not None:  # a dispatch made twice: one agent per room
+        logger.info("%s already serves %s; leaving", present.identity, ctx.room.name)
+        ctx.shutdown("the room already has its agent")
+        return
     policy = SpeakPolicy.from_config(worker.config.agent.permission)
     policy = policy.narrowed_by(ctx.room.metadata).narrowed_by(ctx.job.metadata)
     session = RoomSession(
@@ -113,14 +154,40 @@ async def entrypoint(ctx: JobContext) -> None:
     session.attach()
     worker.add(session, ctx)
     # listening now: the control API waits for this before it sends text
-    await ctx.room.local_participant.set_attributes({READY_ATTRIBUTE: "1"})
+    await ctx.room.local_participant.set_attributes(
+        {READY_ATTRIBUTE: "1", WORKER_ATTRIBUTE: ctx.worker_id}
+    )
 
     async def on_shutdown(reason: str = "") -> None:
         worker.remove(session)
         await session.aclose(reason)
 
     ctx.add_shutdown_callback(on_shutdown)
+
+    def on_attributes(_: dict[str, str], participant: rtc.Participant) -> None:
+        # two agents became ready at once: the one with the larger identity leaves
+        mine = ctx.room.local_participant.identity
+        other = _ready_agent(ctx.room, ignoring=replaced)
+        if other is not None and other.identity < mine and participant.identity == other.identity:
+            logger.info("%s also serves %s; leaving it", other.identity, ctx.room.name)
+            ctx.shutdown("the room already has its agent")
+
+    ctx.room.on("participant_attributes_changed", on_attributes)
+    await session.report_lost(ctx.job.metadata)
     logger.info("serving room %s", ctx.room.name)
+
+
+def _ready_agent(room: rtc.Room, *, ignoring: str | None) -> rtc.RemoteParticipant | None:
+    """Another agent of ours listening in ``room`` (not ``ignoring``, the one replaced)."""
+    for participant in room.remote_participants.values():
+        attributes = participant.attributes
+        if (
+            participant.identity != ignoring
+            and attributes.get(AGENT_ATTRIBUTE)
+            and attributes.get(READY_ATTRIBUTE)
+        ):
+            return participant
+    return None
 
 
 def build_server(config: ServiceConfig, load: LoadMonitor) -> AgentServer:
@@ -129,7 +196,10 @@ def build_server(config: ServiceConfig, load: LoadMonitor) -> AgentServer:
         job_executor_type=JobExecutorType.THREAD,
         load_threshold=settings.load_threshold,
         drain_timeout=settings.drain_timeout_s,
-        num_idle_processes=0,
+        # warm job threads: also what livekit-agents reserves per job being launched
+        # (threshold / warm_jobs), so a burst of rooms is not refused while they launch
+        num_idle_processes=settings.warm_jobs,
+        max_retry=settings.reconnect_attempts,
         port=settings.health_port,
         host="127.0.0.1",
         load_fnc=load.load,
@@ -142,7 +212,9 @@ def build_server(config: ServiceConfig, load: LoadMonitor) -> AgentServer:
     return server
 
 
-async def _serve_metrics(worker: WorkerState, port: int) -> web.AppRunner:
+async def _serve_metrics(
+    worker: WorkerState, registration: Registration, port: int
+) -> web.AppRunner:
     async def metrics(_: web.Request) -> web.Response:
         worker.metrics.worker_load.set(worker.load.last)
         body = generate_latest(worker.metrics.registry)
@@ -151,9 +223,14 @@ async def _serve_metrics(worker: WorkerState, port: int) -> web.AppRunner:
     async def rooms(_: web.Request) -> web.Response:
         return web.json_response({"rooms": worker.rooms()})
 
+    async def status(_: web.Request) -> web.Response:
+        body = {**registration.to_dict(), "rooms": len(worker.rooms()), "pid": os.getpid()}
+        return web.json_response(body, status=200 if registration.registered else 503)
+
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/rooms", rooms)
+    app.router.add_get("/worker", status)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
@@ -164,47 +241,78 @@ async def _serve_metrics(worker: WorkerState, port: int) -> web.AppRunner:
     return runner
 
 
-async def run_worker(config: ServiceConfig) -> None:
-    """Load the engines, register with LiveKit, serve rooms until SIGTERM/SIGINT."""
+async def run_worker(config: ServiceConfig, livekit_url: str = "") -> int:
+    """Load the engines, register with LiveKit, serve rooms until SIGTERM/SIGINT (exit 0 after
+    a bounded drain) or until LiveKit stays unreachable (exit ``EXIT_LIVEKIT_LOST``)."""
     global _STATE
     loop = asyncio.get_running_loop()
-    host = await asyncio.to_thread(EngineHost.start, config)
-    load = LoadMonitor(host)
-    worker = WorkerState(config, host, WorkerMetrics(), load)
-    _STATE = worker
-    server = build_server(config, load)
-    runner = await _serve_metrics(worker, config.agent.metrics_port)
     stop = asyncio.Event()
 
     def on_signal(sig: signal.Signals) -> None:
         if stop.is_set():  # a second signal: leave now
-            os._exit(1)
-        logger.info("%s: draining", sig.name)
+            os._exit(EXIT_SECOND_SIGNAL)
+        logger.warning("%s: draining (at most %d s)", sig.name, config.agent.drain_timeout_s)
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    server.on(
-        "worker_registered",
-        lambda worker_id, *_: print(f"registered worker {worker_id}", flush=True),
-    )
+    host = await asyncio.to_thread(EngineHost.start, config)
+    if stop.is_set():  # stopped while the engines loaded
+        host.close()
+        return 0
+    load = LoadMonitor(host)
+    worker = WorkerState(config, host, WorkerMetrics(), load)
+    _STATE = worker
+    server = build_server(config, load)
+    registration = Registration(livekit_url)
+    registration.watch(server)
+    runner = await _serve_metrics(worker, registration, config.agent.metrics_port)
     run_task = asyncio.create_task(server.run(devmode=False), name="agent-server")
+    code = 0
     try:
         stop_task = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        stop_task.cancel()
         if run_task in done:
-            run_task.result()  # registration failed: raise it
-        drain = asyncio.create_task(server.drain(timeout=config.agent.drain_timeout_s))
-        await asyncio.sleep(0)  # the server marks itself full before rooms wind down
-        await worker.drain()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await drain
+            # LiveKit unreachable after every retry: end the rooms, let a supervisor restart us
+            logger.error("LiveKit lost: %s; ending rooms and exiting", _reason(run_task))
+            code = EXIT_LIVEKIT_LOST
+            await worker.end_all("LiveKit lost")
+        else:
+            await _drain(server, worker, config.agent.drain_timeout_s)
     finally:
-        await server.aclose()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.aclose(), CLOSE_TIMEOUT_S)
+        run_task.cancel()
         with contextlib.suppress(BaseException):
             await run_task
+        registration.close()
         await runner.cleanup()
         load.close()
         host.close()
         _STATE = None
-        logger.info("worker stopped")
+        logger.warning("worker stopped")
+    return code
+
+
+async def _drain(server: AgentServer, worker: WorkerState, timeout_s: float) -> None:
+    """No new rooms; each room finishes what it is saying within ``timeout_s``; then every
+    room still open is ended (its room open, closing or gone)."""
+    drain = asyncio.create_task(server.drain(timeout=None))
+    await asyncio.sleep(0)  # the server marks itself full before rooms wind down
+    try:
+        await asyncio.wait_for(worker.drain(), timeout_s)
+    except TimeoutError:
+        logger.warning("drain: rooms still speaking after %.0f s; ending them", timeout_s)
+    await worker.end_all("worker stopping")
+    try:
+        await asyncio.wait_for(drain, CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        logger.warning("drain: jobs still running after they were ended; closing anyway")
+
+
+def _reason(task: asyncio.Task[None]) -> str:
+    if task.cancelled():
+        return "cancelled"
+    exc = task.exception()
+    return "the worker stopped" if exc is None else str(exc)

@@ -1,4 +1,5 @@
-"""Bearer keys: every route but /health needs one when keys are configured."""
+"""Bearer keys: every route but /health and LiveKit's webhook (which LiveKit signs with its own
+key, checked by the route) needs one when keys are configured."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from aiohttp.typedefs import Middleware
 
 from .errors import Handler, json_error
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/livekit/webhook"})
 ANONYMOUS = "anonymous"
 KEY_OF_REQUEST = web.RequestKey("api_key", str)
 

@@ -1,18 +1,28 @@
-"""``POST /rooms/{room}/speak`` and ``GET /rooms``: the agent in LiveKit rooms, over HTTP.
+"""``POST /rooms/{room}/speak``, ``GET /rooms`` and ``POST /livekit/webhook``: the agent in
+LiveKit rooms, over HTTP.
 
 Speaking dispatches the agent (LiveKit's agent dispatch API) when it is not in the room yet,
 waits until it is listening, then hands the text over as a ``tts.speak`` packet sent through
-the server API. Needs ``LIVEKIT_URL``, ``LIVEKIT_API_KEY`` and ``LIVEKIT_API_SECRET``.
+the server API. A dispatch that LiveKit dropped (every worker busy launching, none registered
+yet) is made again until the agent joins or the wait runs out.
+
+Rooms keep their agent: :class:`~api.agent_watch.AgentWatch` brings a new agent to a room whose
+agent left without the room ending (LiveKit's ``participant_left`` webhook, and a periodic look
+at the rooms that have our dispatch). Needs ``LIVEKIT_URL``, ``LIVEKIT_API_KEY`` and
+``LIVEKIT_API_SECRET``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
+import aiohttp
 from aiohttp import web
 from livekit import api as lkapi
 
@@ -24,12 +34,26 @@ from agent.speak_request import (
     new_request_id,
     speak_request,
 )
+from agent.speech_journal import PendingSpeech, pending_of, unspoken_text, with_handover
 from api.request_parsing import parse_json_object
 from engines.errors import HiveTTSError, RequestError
 
-DISPATCH_WAIT_S = 20.0
+logger = logging.getLogger(__name__)
+
+DISPATCH_WAIT_S = 45.0
+"""How long a speak request waits for the agent to be listening (covers a worker that is still
+loading its engines at start-up)."""
+REDISPATCH_AFTER_S = 4.0
+"""A dispatch whose agent has not even begun to join this long after it was made was dropped:
+make it again. (An agent that finds another one ready in its room leaves, so a dispatch made
+twice never leaves two agents speaking.)"""
 POLL_S = 0.1
 ROOM_NAME_MAX = 128
+SENT_PER_ROOM = 64
+"""Requests sent through this API remembered per room, to replay their unspoken part."""
+SENT_ROOMS = 1024
+WORKER_URLS_ENV = "HIVE_TTS_WORKER_URLS"
+WORKER_STATUS_TIMEOUT_S = 2.0
 
 
 class LiveKitNotConfiguredError(HiveTTSError):
@@ -47,12 +71,19 @@ class LiveKitError(HiveTTSError):
     http_status = 502
 
 
+class BadWebhookError(RequestError):
+    code = "bad_webhook"
+    http_status = 401
+
+
 @dataclass(frozen=True)
 class LiveKitSettings:
     url: str
     api_key: str
     api_secret: str
     agent_name: str
+    worker_urls: tuple[str, ...] = ()
+    """Status URLs (``/worker``) of agent workers this API should report on and wait for."""
 
     @classmethod
     def from_env(cls, agent_name: str) -> LiveKitSettings | None:
@@ -61,7 +92,14 @@ class LiveKitSettings:
         secret = os.environ.get("LIVEKIT_API_SECRET", "")
         if not (url and key and secret):
             return None
-        return cls(url, key, secret, agent_name)
+        workers = tuple(
+            u.strip() for u in os.environ.get(WORKER_URLS_ENV, "").split(",") if u.strip()
+        )
+        return cls(url, key, secret, agent_name, workers)
+
+
+def is_agent(participant: lkapi.ParticipantInfo) -> bool:
+    return bool(participant.attributes.get(AGENT_ATTRIBUTE))
 
 
 class RoomsService:
@@ -70,65 +108,209 @@ class RoomsService:
     def __init__(self, settings: LiveKitSettings | None) -> None:
         self._settings = settings
         self._client: lkapi.LiveKitAPI | None = None
+        self._http: aiohttp.ClientSession | None = None
         self._dispatching: dict[str, asyncio.Lock] = {}
+        self._sent: OrderedDict[str, OrderedDict[str, dict[str, object]]] = OrderedDict()
+        self.redispatches = 0
 
-    def _api(self) -> lkapi.LiveKitAPI:
+    @property
+    def settings(self) -> LiveKitSettings:
         if self._settings is None:
             raise LiveKitNotConfiguredError(
                 "no LiveKit server configured: set LIVEKIT_URL, LIVEKIT_API_KEY and "
                 "LIVEKIT_API_SECRET (`hive-tts dev` does this for a local server)"
             )
+        return self._settings
+
+    @property
+    def configured(self) -> bool:
+        return self._settings is not None
+
+    def api(self) -> lkapi.LiveKitAPI:
+        settings = self.settings
         if self._client is None:
-            s = self._settings
-            self._client = lkapi.LiveKitAPI(s.url, s.api_key, s.api_secret)
+            self._client = lkapi.LiveKitAPI(settings.url, settings.api_key, settings.api_secret)
         return self._client
 
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
+        if self._http is not None:
+            await self._http.close()
 
-    async def _agent_in(self, room: str) -> lkapi.ParticipantInfo | None:
+    # -- workers --------------------------------------------------------------------------
+
+    async def workers(self) -> list[dict[str, object]]:
+        """The status of each configured worker (``registered`` false when unreachable)."""
+        if self._settings is None or not self._settings.worker_urls:
+            return []
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=WORKER_STATUS_TIMEOUT_S)
+            )
+        return list(await asyncio.gather(*(self._worker(u) for u in self._settings.worker_urls)))
+
+    async def _worker(self, url: str) -> dict[str, object]:
+        assert self._http is not None
         try:
-            reply = await self._api().room.list_participants(
+            async with self._http.get(url) as reply:
+                body = await reply.json(content_type=None)
+                return {"url": url, **body} if isinstance(body, dict) else {"url": url}
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            return {"url": url, "registered": False, "error": str(exc) or type(exc).__name__}
+
+    # -- the agent in a room --------------------------------------------------------------
+
+    async def participants(self, room: str) -> list[lkapi.ParticipantInfo] | None:
+        """The room's participants, or None when the room does not exist."""
+        try:
+            reply = await self.api().room.list_participants(
                 lkapi.ListParticipantsRequest(room=room)
             )
         except lkapi.TwirpError as exc:
             if exc.status == 404 or exc.code == "not_found":
                 return None
             raise LiveKitError(f"listing participants of {room!r}: {exc.message}") from exc
-        for participant in reply.participants:
-            if participant.attributes.get(AGENT_ATTRIBUTE) and participant.attributes.get(
-                READY_ATTRIBUTE
+        return list(reply.participants)
+
+    async def agent_in(
+        self, room: str, *, excluding: str | None = None
+    ) -> lkapi.ParticipantInfo | None:
+        """The agent listening in ``room`` (not ``excluding``), if there is one."""
+        for participant in await self.participants(room) or []:
+            if (
+                is_agent(participant)
+                and participant.attributes.get(READY_ATTRIBUTE)
+                and participant.identity != excluding
             ):
                 return participant
         return None
 
+    async def dispatches(self, room: str) -> list[lkapi.AgentDispatch]:
+        """This service's agent dispatches in ``room``."""
+        try:
+            found = await self.api().agent_dispatch.list_dispatch(room_name=room)
+        except lkapi.TwirpError as exc:
+            if exc.status == 404 or exc.code == "not_found":
+                return []
+            raise LiveKitError(f"listing dispatches of {room!r}: {exc.message}") from exc
+        return [d for d in found if d.agent_name == self.settings.agent_name]
+
+    def _lock(self, room: str) -> asyncio.Lock:
+        return self._dispatching.setdefault(room, asyncio.Lock())
+
+    def _release(self, room: str, lock: asyncio.Lock) -> None:
+        if not lock.locked() and self._dispatching.get(room) is lock:
+            del self._dispatching[room]
+
     async def ensure_agent(self, room: str) -> bool:
         """Dispatch the agent into ``room`` unless it is there; True if it was dispatched."""
-        lock = self._dispatching.setdefault(room, asyncio.Lock())
-        async with lock:
-            if await self._agent_in(room) is not None:
-                return False
-            assert self._settings is not None
-            client = self._api()
-            try:
-                await client.room.create_room(lkapi.CreateRoomRequest(name=room))
-                await client.agent_dispatch.create_dispatch(
-                    lkapi.CreateAgentDispatchRequest(
-                        agent_name=self._settings.agent_name, room=room
-                    )
+        lock = self._lock(room)
+        try:
+            async with lock:
+                if await self.agent_in(room) is not None:
+                    return False
+                await self.dispatch(room, metadata=None, wait_s=DISPATCH_WAIT_S)
+                return True
+        finally:
+            self._release(room, lock)
+
+    async def dispatch(
+        self,
+        room: str,
+        *,
+        metadata: str | None,
+        wait_s: float,
+        replacing: str | None = None,
+    ) -> lkapi.ParticipantInfo:
+        """Make sure a dispatch of our agent stands in ``room`` and wait until its agent
+        listens; a dispatch whose job never started is made again.
+
+        ``metadata`` None keeps (or creates with empty) metadata; a replacement (``replacing``
+        names the agent that left) always gets a new dispatch with the given metadata."""
+        client = self.api()
+        try:
+            await client.room.create_room(lkapi.CreateRoomRequest(name=room))
+        except lkapi.TwirpError as exc:
+            raise LiveKitError(f"creating room {room!r}: {exc.message}") from exc
+        deadline = time.monotonic() + wait_s
+        if replacing is not None or await self.dropped(room):
+            await self._replace_dispatches(room, metadata)
+        made_at = time.monotonic()  # else an agent is joining already
+        while True:
+            agent = await self.agent_in(room, excluding=replacing)
+            if agent is not None:
+                return agent
+            if time.monotonic() >= deadline:
+                raise AgentNotJoinedError(
+                    f"the agent {self.settings.agent_name!r} did not join {room!r} within "
+                    f"{wait_s:.0f} s: is a `hive-tts agent` worker running and not full? "
+                    f"(workers: {await self._worker_summary()})"
                 )
-            except lkapi.TwirpError as exc:
-                raise LiveKitError(f"dispatching the agent to {room!r}: {exc.message}") from exc
-            deadline = time.monotonic() + DISPATCH_WAIT_S
-            while time.monotonic() < deadline:
-                if await self._agent_in(room) is not None:
-                    return True
-                await asyncio.sleep(POLL_S)
-            raise AgentNotJoinedError(
-                f"the agent {self._settings.agent_name!r} did not join {room!r} within "
-                f"{DISPATCH_WAIT_S:.0f} s: is a `hive-tts agent` worker running and not full?"
+            if time.monotonic() - made_at >= REDISPATCH_AFTER_S and await self.dropped(room):
+                self.redispatches += 1
+                logger.warning("LiveKit dropped the agent's job in %s: dispatching again", room)
+                await self._replace_dispatches(room, metadata)
+                made_at = time.monotonic()
+            await asyncio.sleep(POLL_S)
+
+    async def dropped(self, room: str) -> bool:
+        """No agent of ours is in the room, ready or joining. (LiveKit drops a job that no
+        worker took and never tries again; its dispatch state records no jobs to tell.)"""
+        participants = await self.participants(room)
+        return participants is not None and not any(is_agent(p) for p in participants)
+
+    async def _replace_dispatches(self, room: str, metadata: str | None) -> None:
+        """Delete this agent's dispatches in ``room`` and make one (with ``metadata``, or the
+        old dispatch's when that is None)."""
+        client = self.api()
+        try:
+            for old in await self.dispatches(room):
+                if metadata is None:
+                    metadata = old.metadata
+                await client.agent_dispatch.delete_dispatch(old.id, room)
+            await client.agent_dispatch.create_dispatch(
+                lkapi.CreateAgentDispatchRequest(
+                    agent_name=self.settings.agent_name, room=room, metadata=metadata or ""
+                )
             )
+        except lkapi.TwirpError as exc:
+            raise LiveKitError(f"dispatching the agent to {room!r}: {exc.message}") from exc
+
+    async def _worker_summary(self) -> str:
+        workers = await self.workers()
+        if not workers:
+            return "none configured to report"
+        registered = sum(1 for w in workers if w.get("registered"))
+        return f"{registered} of {len(workers)} registered"
+
+    # -- speaking -------------------------------------------------------------------------
+
+    def _remember(self, room: str, body: dict[str, object]) -> None:
+        sent = self._sent.setdefault(room, OrderedDict())
+        self._sent.move_to_end(room)
+        sent[str(body["id"])] = body
+        while len(sent) > SENT_PER_ROOM:
+            sent.popitem(last=False)
+        while len(self._sent) > SENT_ROOMS:
+            self._sent.popitem(last=False)
+
+    def sent(self, room: str, request_id: str) -> dict[str, object] | None:
+        sent = self._sent.get(room)
+        return None if sent is None else sent.get(request_id)
+
+    async def send(self, room: str, body: dict[str, object]) -> None:
+        try:
+            await self.api().room.send_data(
+                lkapi.SendDataRequest(
+                    room=room,
+                    data=json.dumps(body).encode(),
+                    kind=lkapi.DataPacket.Kind.RELIABLE,
+                    topic=TOPIC_SPEAK,
+                )
+            )
+        except lkapi.TwirpError as exc:
+            raise LiveKitError(f"sending text to {room!r}: {exc.message}") from exc
 
     async def speak(self, room: str, body: dict[str, object]) -> dict[str, object]:
         if not 0 < len(room) <= ROOM_NAME_MAX:
@@ -139,28 +321,65 @@ class RoomsService:
         if not request.synthesis.text.strip():
             raise RequestError("'text' is empty")
         dispatched = await self.ensure_agent(room)
-        try:
-            await self._api().room.send_data(
-                lkapi.SendDataRequest(
-                    room=room,
-                    data=json.dumps(body).encode(),
-                    kind=lkapi.DataPacket.Kind.RELIABLE,
-                    topic=TOPIC_SPEAK,
-                )
-            )
-        except lkapi.TwirpError as exc:
-            raise LiveKitError(f"sending text to {room!r}: {exc.message}") from exc
+        self._remember(room, {**body, "id": request.id})
+        await self.send(room, body)
         return {"id": request.id, "room": room, "dispatched": dispatched, "status": "sent"}
 
+    async def replace_agent(self, room: str, lost: lkapi.ParticipantInfo | None) -> bool:
+        """Bring a new agent to ``room`` after ``lost`` left (or vanished); replay what this API
+        sent that was not spoken and hand the rest to the new agent to report. True if a new
+        agent was dispatched."""
+        lock = self._lock(room)
+        try:
+            async with lock:
+                return await self._replace(room, lost)
+        finally:
+            self._release(room, lock)
+
+    async def _replace(self, room: str, lost: lkapi.ParticipantInfo | None) -> bool:
+        participants = await self.participants(room)
+        if participants is None or not await self.dispatches(room):
+            return False  # the room ended, or nobody asked for our agent here
+        lost_identity = lost.identity if lost is not None else None
+        if any(
+            is_agent(p) and p.identity != lost_identity and p.attributes.get(READY_ATTRIBUTE)
+            for p in participants
+        ):
+            return False
+        pending = pending_of(lost.attributes) if lost is not None else []
+        replays: list[tuple[dict[str, object], PendingSpeech]] = []
+        unknown: list[PendingSpeech] = []
+        for entry in pending:
+            body = self.sent(room, entry.id)
+            (unknown.append(entry) if body is None else replays.append((body, entry)))
+        old = await self.dispatches(room)
+        metadata = with_handover(old[0].metadata if old else "", unknown, lost_identity)
+        self.redispatches += 1
+        logger.warning(
+            "agent %s left %s: dispatching a new one (%d to replay, %d to report lost)",
+            lost_identity,
+            room,
+            len(replays),
+            len(unknown),
+        )
+        await self.dispatch(
+            room, metadata=metadata, wait_s=DISPATCH_WAIT_S, replacing=lost_identity
+        )
+        for body, entry in replays:
+            rest = unspoken_text(str(body.get("text", "")), entry.spoken)
+            if rest.strip():
+                await self.send(room, {**body, "text": rest})
+        return True
+
     async def rooms(self) -> list[dict[str, object]]:
-        client = self._api()
+        client = self.api()
         try:
             listing = await client.room.list_rooms(lkapi.ListRoomsRequest())
         except lkapi.TwirpError as exc:
             raise LiveKitError(f"listing rooms: {exc.message}") from exc
         found: list[dict[str, object]] = []
         for room in listing.rooms:
-            agent = await self._agent_in(room.name)
+            agent = await self.agent_in(room.name)
             if agent is None:
                 continue
             tracks = [
@@ -192,7 +411,7 @@ async def rooms_handler(request: web.Request) -> web.Response:
     return web.json_response({"rooms": await request.app[ROOMS_KEY].rooms()})
 
 
-def add_room_routes(app: web.Application, settings: LiveKitSettings | None) -> None:
+def add_room_routes(app: web.Application, settings: LiveKitSettings | None) -> RoomsService:
     service = RoomsService(settings)
     app[ROOMS_KEY] = service
 
@@ -202,3 +421,4 @@ def add_room_routes(app: web.Application, settings: LiveKitSettings | None) -> N
     app.on_cleanup.append(close)
     app.router.add_post("/rooms/{room}/speak", speak_handler)
     app.router.add_get("/rooms", rooms_handler)
+    return service

@@ -124,7 +124,15 @@ class AgentSettings(_Section):
     max_packet_bytes: int = Field(default=65_536, ge=256)
     load_threshold: float = Field(default=0.85, gt=0, le=1)
     """Above this load (CPU or engine queue, 0..1) the worker takes no new rooms."""
-    drain_timeout_s: int = Field(default=120, ge=1)
+    drain_timeout_s: int = Field(default=30, ge=1)
+    """SIGTERM / SIGINT: what is playing may finish for this long, then every job ends."""
+    warm_jobs: int = Field(default=16, ge=1, le=256)
+    """Rooms that can be launching at one moment. Each warm job is an idle thread; the count
+    also sets how much load livekit-agents reserves for a job being launched (threshold /
+    warm_jobs), so a burst of this many rooms is accepted before the first has joined."""
+    reconnect_attempts: int = Field(default=8, ge=1)
+    """Tries to reach LiveKit again after the connection is lost (backoff 0, 2, 4 .. 10 s);
+    then the worker ends its rooms and exits non-zero for its supervisor to restart it."""
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     """Prometheus metrics of the worker (0: any free port)."""
     health_port: int = Field(default=8081, ge=0, le=65535)

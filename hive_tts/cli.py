@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agent.add_argument("--metrics-port", type=int, help="Prometheus port (default from config)")
     agent.add_argument("--health-port", type=int, help="livekit-agents health port")
+    agent.add_argument(
+        "--no-supervise",
+        dest="supervise",
+        action="store_false",
+        help="run the worker in this process (default: a supervisor restarts it on a crash "
+        "and releases its rooms in LiveKit at once)",
+    )
 
     dev = commands.add_parser(
         "dev", help="local LiveKit server + agent worker + control API, all on loopback"
@@ -177,8 +184,18 @@ def _serve(config: ServiceConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _agent(config: ServiceConfig, args: argparse.Namespace) -> int:
+def _agent(config: ServiceConfig, args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from agent.supervisor import LiveKitAccess, Supervisor, die_with_supervisor
     from agent.worker import run_worker
+
+    url = os.environ.get("LIVEKIT_URL", "")
+    if args.supervise:
+        key = os.environ.get("LIVEKIT_API_KEY", "")
+        secret = os.environ.get("LIVEKIT_API_SECRET", "")
+        access = LiveKitAccess(url, key, secret) if url and key and secret else None
+        child = [sys.executable, "-m", "hive_tts.cli", *argv, "--no-supervise"]
+        return Supervisor(child, access).run()
+    die_with_supervisor()
 
     update: dict[str, int] = {}
     if args.metrics_port is not None:
@@ -187,8 +204,7 @@ def _agent(config: ServiceConfig, args: argparse.Namespace) -> int:
         update["health_port"] = args.health_port
     if update:
         config = config.model_copy(update={"agent": config.agent.model_copy(update=update)})
-    asyncio.run(run_worker(config))
-    return 0
+    return asyncio.run(run_worker(config, url))
 
 
 def _dev(config: ServiceConfig, args: argparse.Namespace) -> int:
@@ -200,6 +216,7 @@ def _dev(config: ServiceConfig, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -210,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(config, args)
         if args.command == "agent":
-            return _agent(config, args)
+            return _agent(config, args, argv)
         if args.command == "dev":
             return _dev(config, args)
         command = _say if args.command == "say" else _voices

@@ -14,21 +14,25 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import warnings
 from datetime import timedelta
 
 from aiohttp import web
 from livekit import api as lkapi
 
-from agent.livekit_server import DEV_API_KEY, DEV_API_SECRET, DevServer
+from agent.livekit_server import DEV_API_KEY, DEV_API_SECRET, DevServer, free_port
 from agent.speak_request import AGENT_ATTRIBUTE
-from api.rooms import LiveKitSettings, RoomsService
+from api.rooms import ROOMS_KEY, LiveKitSettings, RoomsService
 from control_api import create_app
 from engines.config import ServiceConfig
 
 GREETING = "Hello! This is HIVE TTS speaking in your LiveKit room."
 TOKEN_TTL = timedelta(hours=12)
 LISTENER_POLL_S = 1.0
+STOP_MARGIN_S = 15.0
+"""Beyond the worker's drain bound, time for it to close its connections and exit."""
+GREETER_KEY = web.AppKey("greeter", asyncio.Task[None])
 
 
 def join_token(settings: LiveKitSettings, room: str, identity: str) -> str:
@@ -62,6 +66,48 @@ async def _greet_first_listener(
         await client.aclose()
 
 
+class WorkerChild:
+    """``hive-tts agent`` as a child in its own session (a terminal's Ctrl-C reaches only us;
+    we pass one SIGTERM on), its output echoed and watched for registration."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True
+        )
+        self.registered = threading.Event()
+        self._reader = threading.Thread(target=self._read, name="worker-output", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            print(f"[worker] {line.rstrip()}", flush=True)
+            if line.startswith("registered worker "):
+                self.registered.set()
+
+    def stop(self, timeout_s: float) -> int:
+        """SIGTERM (the worker drains), then SIGKILL after ``timeout_s``; its exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(timeout=2)
+        return self.process.returncode
+
+
+def _ready_lines(settings: LiveKitSettings, port: int, room: str, token: str) -> str:
+    return (
+        f"ready: the agent worker is registered with {settings.url}\n"
+        f"listen:         https://meet.livekit.io/custom?liveKitUrl={settings.url}&token={token}\n"
+        f"make it speak:  curl -X POST http://127.0.0.1:{port}/rooms/{room}/speak "
+        '-H \'Content-Type: application/json\' -d \'{"text": "Hello room", '
+        '"language": "en"}\'\n'
+    )
+
+
 def run_dev(
     config: ServiceConfig, config_file: str | None, *, port: int, livekit_port: int, room: str
 ) -> int:
@@ -69,28 +115,35 @@ def run_dev(
     warnings.filterwarnings("ignore", message="The HMAC key is .* bytes long")
     server: DevServer | None = None
     url = os.environ.get("LIVEKIT_URL")
+    worker_port = free_port()
+    worker_urls = (f"http://127.0.0.1:{worker_port}/worker",)
+    name = config.agent.agent_name
     if url:
         settings = LiveKitSettings(
             url,
             os.environ.get("LIVEKIT_API_KEY", DEV_API_KEY),
             os.environ.get("LIVEKIT_API_SECRET", DEV_API_SECRET),
-            config.agent.agent_name,
+            name,
+            worker_urls,
         )
     else:
-        server = DevServer.start(livekit_port)
+        webhook = f"http://127.0.0.1:{port}/livekit/webhook"
+        server = DevServer.start(livekit_port, webhook_urls=[webhook])
         settings = LiveKitSettings(
-            server.url, server.api_key, server.api_secret, config.agent.agent_name
+            server.url, server.api_key, server.api_secret, name, worker_urls
         )
     env = {
         **os.environ,
         "LIVEKIT_URL": settings.url,
         "LIVEKIT_API_KEY": settings.api_key,
         "LIVEKIT_API_SECRET": settings.api_secret,
+        "PYTHONUNBUFFERED": "1",
     }
     command = [sys.executable, "-m", "hive_tts.cli"]
     if config_file:
         command += ["--config", config_file]
-    worker = subprocess.Popen([*command, "agent"], env=env)
+    command += ["agent", "--metrics-port", str(worker_port), "--health-port", "0"]
+    worker = WorkerChild(command, env)
     try:
         app = create_app(config, livekit=settings)
         token = join_token(settings, room, "listener")
@@ -99,29 +152,27 @@ def run_dev(
             f"control API:    http://127.0.0.1:{port}\n"
             f"demo room:      {room}\n"
             f"join token:     {token}\n"
-            "listen:         https://meet.livekit.io/custom?liveKitUrl="
-            f"{settings.url}&token={token}\n"
-            f"make it speak:  curl -X POST http://127.0.0.1:{port}/rooms/{room}/speak "
-            '-H \'Content-Type: application/json\' -d \'{"text": "Hello room", '
-            '"language": "en"}\'\n',
+            "starting:       the agent worker is loading its engines; "
+            "the lines to try it follow once it has registered",
             flush=True,
         )
 
-        async def greet(app: web.Application) -> None:
-            from api.rooms import ROOMS_KEY
+        async def when_registered(app: web.Application) -> None:
+            async def announce() -> None:
+                await asyncio.to_thread(worker.registered.wait)
+                print(_ready_lines(settings, port, room, token), flush=True)
+                await _greet_first_listener(app[ROOMS_KEY], settings, room)
 
-            task = asyncio.create_task(_greet_first_listener(app[ROOMS_KEY], settings, room))
-            app["greeter"] = task
+            app[GREETER_KEY] = asyncio.create_task(announce())
 
-        app.on_startup.append(greet)
+        app.on_startup.append(when_registered)
         web.run_app(app, host="127.0.0.1", port=port, print=None, handle_signals=True)
     finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        # a second Ctrl-C while the worker drains: stop waiting for it
+        signal.signal(signal.SIGINT, lambda *_: worker.process.kill())
+        print("stopping: the agent worker finishes what it is saying", flush=True)
+        worker.stop(config.agent.drain_timeout_s + STOP_MARGIN_S)
         if server is not None:
             server.stop()
+        print("stopped", flush=True)
     return 0

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -94,8 +96,27 @@ class WorkerProcess:
         return ""
 
     def signal(self, sig: signal.Signals) -> None:
+        """Signal ``hive-tts agent`` itself (the supervisor, which passes SIGTERM on)."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
+
+    def status(self) -> dict[str, object]:
+        """The worker's ``/worker`` status (503 until it registers; the body says why)."""
+        assert self.metrics_url is not None
+        url = self.metrics_url.replace("/metrics", "/worker")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                body = json.load(reply)
+        except urllib.error.HTTPError as error:
+            body = json.load(error)
+        assert isinstance(body, dict)
+        return body
+
+    def kill_worker(self) -> int:
+        """SIGKILL the process that serves the rooms (not its supervisor); returns its pid."""
+        pid = int(str(self.status()["pid"]))
+        os.kill(pid, signal.SIGKILL)
+        return pid
 
     def wait(self, timeout: float) -> int:
         return self.process.wait(timeout=timeout)

@@ -1,0 +1,221 @@
+"""Two LiveKit nodes sharing a real Redis, one ``hive-tts agent`` worker on each, and the control
+API receiving both nodes' webhooks: bursts spread over the workers, and a node's loss.
+
+Everything is on loopback: the nodes' ICE is limited to ``lo`` (agent/livekit_server.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from livekit import api as lkapi
+
+from agent.livekit_cluster import LiveKitCluster
+from agent.livekit_server import BUILD_CACHE, SERVER_ENV, free_port
+from agent.speak_request import AGENT_ATTRIBUTE, READY_ATTRIBUTE
+from api.rooms import LiveKitSettings
+from control_api import create_app
+from engines.audio import LIVEKIT_SAMPLE_RATE
+from engines.config import ServiceConfig
+from engines.synthesizer import SpeechSynthesizer
+from tests.api_fixtures import ApiClient
+from tests.livekit_fixtures import Participant, WorkerProcess, room_name
+from tests.transcriber import Transcriber, word_error_rate
+
+BURST_ROOMS = 16
+SPOKEN = "The translation for this room begins now."
+MAX_WER = 0.2
+HEARD_SECONDS = 1.5
+HEARD_TIMEOUT_S = 180.0
+RECOVERY_TIMEOUT_S = 90.0
+EXIT_TIMEOUT_S = 90.0
+CLUSTER_CONFIG = """\
+agent:
+  max_queue_per_room: 3
+  max_packet_bytes: 4096
+  reconnect_attempts: 2
+limits:
+  max_text_chars: 2000
+disabled_engines: [edge-tts]
+"""
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@dataclass
+class Deployment:
+    cluster: LiveKitCluster
+    workers: list[WorkerProcess]
+    api: ApiClient
+
+
+def worker_rooms(worker: WorkerProcess) -> list[str]:
+    assert worker.metrics_url is not None
+    url = worker.metrics_url.replace("/metrics", "/rooms")
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        return [str(room["room"]) for room in json.load(reply)["rooms"]]
+
+
+@pytest.fixture
+async def deployment(
+    service_config: ServiceConfig, synthesizer: SpeechSynthesizer, tmp_path: Path
+) -> AsyncIterator[Deployment]:
+    os.environ.setdefault(SERVER_ENV, str(BUILD_CACHE / "livekit-server"))
+    config = tmp_path / "config.yaml"
+    repo = Path(__file__).resolve().parent.parent
+    config.write_text(
+        CLUSTER_CONFIG + f"voices_file: {repo / 'voices.yaml'}\nmodels_dir: {repo / 'models'}\n"
+    )
+    api_port = free_port()
+    cluster = LiveKitCluster.start(
+        2, log_dir=tmp_path, webhook_urls=[f"http://127.0.0.1:{api_port}/livekit/webhook"]
+    )
+    workers: list[WorkerProcess] = []
+    try:
+        workers = [
+            WorkerProcess(node, config, tmp_path / f"worker-{n}.log")
+            for n, node in enumerate(cluster.nodes)
+        ]
+        for worker in workers:
+            await asyncio.to_thread(worker.wait_registered)
+        first = cluster.nodes[0]
+        settings = LiveKitSettings(first.http_url, first.api_key, first.api_secret, "hive-tts")
+        app = create_app(
+            service_config, synthesizer=synthesizer, quality_scoring=False, livekit=settings
+        )
+        client: ApiClient = TestClient(TestServer(app, port=api_port))
+        await client.start_server()
+        try:
+            yield Deployment(cluster, workers, client)
+        finally:
+            await client.close()
+    finally:
+        for worker in workers:
+            await asyncio.to_thread(worker.stop)
+        cluster.stop()
+
+
+async def speak(api: ApiClient, room: str, text: str, reply_to: str) -> dict[str, object]:
+    reply = await api.post(
+        f"/rooms/{room}/speak", json={"text": text, "language": "en", "reply_to": reply_to}
+    )
+    body = await reply.json()
+    assert reply.status == 202, body
+    assert isinstance(body, dict)
+    return body
+
+
+async def heard(listener: Participant, since: float = 0.0) -> None:
+    def enough() -> bool:
+        track = listener.tracks.get("tts-en")
+        return track is not None and track.audible_seconds(since) > HEARD_SECONDS
+
+    await listener.wait_for(enough, HEARD_TIMEOUT_S, f"speech heard by {listener.identity}")
+
+
+async def test_a_burst_of_sixteen_rooms_spreads_over_both_workers(
+    deployment: Deployment, transcriber: Transcriber
+) -> None:
+    nodes = deployment.cluster.nodes
+    names = [room_name(f"cluster{n}") for n in range(BURST_ROOMS)]
+    listeners = [
+        await Participant(f"listener-{n}").join(nodes[n % 2], name) for n, name in enumerate(names)
+    ]
+    try:
+        await asyncio.gather(
+            *(speak(deployment.api, name, SPOKEN, f"listener-{n}") for n, name in enumerate(names))
+        )
+        for listener in listeners:
+            await heard(listener)
+        served = [set(worker_rooms(w)) & set(names) for w in deployment.workers]
+        assert served[0] | served[1] == set(names)
+        assert served[0] and served[1], served  # both workers took rooms
+        await asyncio.sleep(1.0)
+        text = transcriber.transcribe(listeners[-1].tracks["tts-en"].audio(), LIVEKIT_SAMPLE_RATE)
+        assert word_error_rate(SPOKEN, text) <= MAX_WER, text
+    finally:
+        await asyncio.gather(*(listener.leave() for listener in listeners))
+
+
+async def test_a_lost_node_s_worker_exits_and_its_rooms_get_an_agent_again(
+    deployment: Deployment,
+) -> None:
+    """Node B is killed (no graceful leave). Its worker cannot reach LiveKit, ends its rooms
+    and exits non-zero for its supervisor; every room gets a ready agent again from the worker
+    on node A without being asked, and speaks."""
+    survivor_node, lost_node = deployment.cluster.nodes
+    survivor, orphaned = deployment.workers
+    names = [room_name(f"nodeloss{n}") for n in range(4)]
+    listeners = [
+        await Participant(f"listener-{n}").join(survivor_node, name)
+        for n, name in enumerate(names)
+    ]
+    try:
+        for n, name in enumerate(names):
+            await speak(deployment.api, name, "Hello before the node is lost.", f"listener-{n}")
+        for listener in listeners:
+            await heard(listener)
+        on_lost = set(worker_rooms(orphaned)) & set(names)
+        killed_at = time.monotonic()
+        lost_node.kill()
+
+        code = await asyncio.to_thread(orphaned.wait, EXIT_TIMEOUT_S)
+        assert code != 0, orphaned.log_tail()
+        print(f"worker on the lost node exited {code} after {time.monotonic() - killed_at:.1f} s")
+
+        async with lkapi.LiveKitAPI(
+            survivor_node.http_url, survivor_node.api_key, survivor_node.api_secret
+        ) as client:
+
+            async def ready_agents() -> set[str]:
+                ready: set[str] = set()
+                for name in names:
+                    try:
+                        reply = await client.room.list_participants(
+                            lkapi.ListParticipantsRequest(room=name)
+                        )
+                    except lkapi.TwirpError:
+                        continue
+                    if any(
+                        p.attributes.get(AGENT_ATTRIBUTE)
+                        and p.attributes.get(READY_ATTRIBUTE)
+                        and p.identity in _identities_on(survivor, name)
+                        for p in reply.participants
+                    ):
+                        ready.add(name)
+                return ready
+
+            deadline = time.monotonic() + RECOVERY_TIMEOUT_S
+            while (found := await ready_agents()) != set(names):
+                assert time.monotonic() < deadline, (found, on_lost)
+                await asyncio.sleep(1.0)
+        print(f"rooms of the lost node served again {time.monotonic() - killed_at:.1f} s after")
+        assert set(names) <= set(worker_rooms(survivor))
+
+        for n, name in enumerate(names):
+            listener = listeners[n]
+            if not listener.room.isconnected():
+                listeners[n] = listener = await Participant(f"again-{n}").join(survivor_node, name)
+            since = time.perf_counter()
+            await speak(deployment.api, name, "And after it, still here.", listener.identity)
+            await heard(listener, since)
+    finally:
+        await asyncio.gather(*(listener.leave() for listener in listeners), return_exceptions=True)
+
+
+def _identities_on(worker: WorkerProcess, room: str) -> set[str]:
+    """Agent identities the worker reports for ``room`` (empty if it does not serve it)."""
+    assert worker.metrics_url is not None
+    url = worker.metrics_url.replace("/metrics", "/rooms")
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        rooms = json.load(reply)["rooms"]
+    return {str(r.get("identity", "")) for r in rooms if r["room"] == room}
