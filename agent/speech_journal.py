@@ -96,6 +96,16 @@ def with_handover(metadata: str, lost: Iterable[PendingSpeech], replaces: str | 
     return json.dumps(document, separators=(",", ":"))
 
 
+def without_handover(metadata: str) -> str:
+    """``metadata`` less ``lost`` and ``replaces`` (what a room keeps for every later agent)."""
+    document = _document(metadata)
+    if not document:
+        return metadata if not metadata.lstrip().startswith("{") else ""
+    document.pop(LOST_KEY, None)
+    document.pop(REPLACES_KEY, None)
+    return json.dumps(document, separators=(",", ":")) if document else ""
+
+
 def unspoken_text(text: str, spoken: int) -> str:
     """The part of ``text`` after ``spoken`` characters, started at a word boundary at or
     before that point (pieces are whole words, so this repeats nothing but that boundary)."""

@@ -36,6 +36,9 @@ from engines.config import ServiceConfig
 logger = logging.getLogger(__name__)
 
 EXIT_SECOND_SIGNAL = 130
+CONNECT_POLL_S = 0.02
+CONNECT_TIMEOUT_S = 10.0
+"""A room connection that takes longer fails its job (the control API dispatches again)."""
 CLOSE_TIMEOUT_S = 10.0
 """After the drain, how long closing jobs and connections may take."""
 
@@ -130,9 +133,12 @@ async def entrypoint(ctx: JobContext) -> None:
     worker = state()
     # one room connects at a time: many concurrent connects from job threads left one room's
     # connect callback unread, and the rtc SDK then ends the whole process (an FFI "panic")
-    await asyncio.to_thread(_CONNECTING.acquire)
+    while not _CONNECTING.acquire(blocking=False):  # polled: a cancelled job never holds it
+        await asyncio.sleep(CONNECT_POLL_S)
     try:
-        await ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE)
+        await asyncio.wait_for(
+            ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE), CONNECT_TIMEOUT_S
+        )
     finally:
         _CONNECTING.release()
     replaced = replaced_in(ctx.job.metadata)

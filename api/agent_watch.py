@@ -4,8 +4,10 @@ Two ways in, both on LiveKit's own state:
 - LiveKit's ``participant_left`` webhook for an agent participant (at ``POST /livekit/webhook``,
   signed with the API key), which arrives when a dying worker's participant times out, or at
   once when a worker's supervisor removes the participants of a worker that crashed;
-- a look every few seconds at the rooms that have a dispatch of our agent, for a room whose agent
-  is neither there nor on its way (a lost node, a lost webhook, a drained worker).
+- a look every few seconds at the rooms that have a dispatch of our agent or that this API
+  brought the agent to, for a room whose agent is neither there nor on its way (a lost node, a
+  lost webhook, a drained worker). A room whose node is lost starts again on another node when
+  its next participant joins, without its dispatches; the API's own list of rooms covers that.
 
 Either way :meth:`RoomsService.replace_agent` decides, under the room's lock, so a room gets one
 new agent however many signals arrive.
@@ -26,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 RECONCILE_INTERVAL_S = 2.0
 PARTICIPANT_LEFT = "participant_left"
+ROOM_FINISHED = "room_finished"
+ROOM_STARTED = "room_started"
 
 
 class AgentWatch:
@@ -66,15 +70,26 @@ class AgentWatch:
         self.webhooks += 1
         if event.event == PARTICIPANT_LEFT and is_agent(event.participant):
             self._spawn(event.room.name, event.participant)
+        elif event.event == ROOM_STARTED and self._service.manages(event.room.name):
+            # a room of ours started again: its node was lost, and its dispatches with it
+            self._spawn(event.room.name, None, restarted=True)
+        elif event.event == ROOM_FINISHED:
+            self._service.forget(event.room.name)
 
-    def _spawn(self, room: str, lost: lkapi.ParticipantInfo | None) -> None:
-        task = asyncio.create_task(self._replace(room, lost), name=f"replace-agent-{room}")
+    def _spawn(
+        self, room: str, lost: lkapi.ParticipantInfo | None, *, restarted: bool = False
+    ) -> None:
+        task = asyncio.create_task(
+            self._replace(room, lost, restarted), name=f"replace-agent-{room}"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _replace(self, room: str, lost: lkapi.ParticipantInfo | None) -> bool:
+    async def _replace(
+        self, room: str, lost: lkapi.ParticipantInfo | None, restarted: bool = False
+    ) -> bool:
         try:
-            return await self._service.replace_agent(room, lost)
+            return await self._service.replace_agent(room, lost, restarted=restarted)
         except Exception:
             logger.exception("could not bring an agent back to %s", room)
             return False
@@ -88,14 +103,19 @@ class AgentWatch:
             raise LiveKitError(f"listing rooms: {exc.message}") from exc
         replaced: list[str] = []
         for room in listing.rooms:
-            participants = await service.participants(room.name)
-            if participants is None or any(is_agent(p) for p in participants):
-                continue
-            if not await service.dispatches(room.name) or not await service.dropped(room.name):
-                continue
-            if await self._replace(room.name, None):
-                replaced.append(room.name)
+            try:
+                if await self._needs_agent(room.name) and await self._replace(room.name, None):
+                    replaced.append(room.name)
+            except LiveKitError as exc:  # e.g. a room whose node is lost: the others go on
+                logger.info("agent watch: %s", exc)
         return replaced
+
+    async def _needs_agent(self, room: str) -> bool:
+        service = self._service
+        participants = await service.participants(room)
+        if participants is None or any(is_agent(p) for p in participants):
+            return False
+        return service.manages(room) or bool(await service.dispatches(room))
 
     async def _reconcile_forever(self) -> None:
         while True:

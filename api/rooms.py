@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import aiohttp
@@ -34,7 +35,13 @@ from agent.speak_request import (
     new_request_id,
     speak_request,
 )
-from agent.speech_journal import PendingSpeech, pending_of, unspoken_text, with_handover
+from agent.speech_journal import (
+    PendingSpeech,
+    pending_of,
+    unspoken_text,
+    with_handover,
+    without_handover,
+)
 from api.request_parsing import parse_json_object
 from engines.errors import HiveTTSError, RequestError
 
@@ -43,15 +50,19 @@ logger = logging.getLogger(__name__)
 DISPATCH_WAIT_S = 45.0
 """How long a speak request waits for the agent to be listening (covers a worker that is still
 loading its engines at start-up)."""
-REDISPATCH_AFTER_S = 4.0
+REDISPATCH_AFTER_S = 6.0
 """A dispatch whose agent has not even begun to join this long after it was made was dropped:
-make it again. (An agent that finds another one ready in its room leaves, so a dispatch made
-twice never leaves two agents speaking.)"""
+make another. (An agent that finds another one ready in its room leaves, so a dispatch made
+twice never leaves two agents speaking.) Rooms connect one at a time on a worker, so a burst's
+last room may take seconds to join."""
 POLL_S = 0.1
+SEND_RETRY_S = 15.0
+SEND_RETRY_POLL_S = 0.5
 ROOM_NAME_MAX = 128
 SENT_PER_ROOM = 64
 """Requests sent through this API remembered per room, to replay their unspoken part."""
 SENT_ROOMS = 1024
+MANAGED_ROOMS = 4096
 WORKER_URLS_ENV = "HIVE_TTS_WORKER_URLS"
 WORKER_STATUS_TIMEOUT_S = 2.0
 
@@ -111,6 +122,9 @@ class RoomsService:
         self._http: aiohttp.ClientSession | None = None
         self._dispatching: dict[str, asyncio.Lock] = {}
         self._sent: OrderedDict[str, OrderedDict[str, dict[str, object]]] = OrderedDict()
+        self._managed: OrderedDict[str, str] = OrderedDict()
+        """Rooms this API brought the agent to, with their dispatch metadata: a room that
+        LiveKit restarts on another node (its node lost) loses its dispatches with it."""
         self.redispatches = 0
 
     @property
@@ -174,14 +188,14 @@ class RoomsService:
         return list(reply.participants)
 
     async def agent_in(
-        self, room: str, *, excluding: str | None = None
+        self, room: str, *, excluding: Collection[str] = ()
     ) -> lkapi.ParticipantInfo | None:
-        """The agent listening in ``room`` (not ``excluding``), if there is one."""
+        """The agent listening in ``room`` (not one of ``excluding``), if there is one."""
         for participant in await self.participants(room) or []:
             if (
                 is_agent(participant)
                 and participant.attributes.get(READY_ATTRIBUTE)
-                and participant.identity != excluding
+                and participant.identity not in excluding
             ):
                 return participant
         return None
@@ -222,23 +236,31 @@ class RoomsService:
         metadata: str | None,
         wait_s: float,
         replacing: str | None = None,
+        ignoring: Collection[str] = (),
     ) -> lkapi.ParticipantInfo:
         """Make sure a dispatch of our agent stands in ``room`` and wait until its agent
         listens; a dispatch whose job never started is made again.
 
         ``metadata`` None keeps (or creates with empty) metadata; a replacement (``replacing``
         names the agent that left) always gets a new dispatch with the given metadata."""
-        client = self.api()
-        try:
-            await client.room.create_room(lkapi.CreateRoomRequest(name=room))
-        except lkapi.TwirpError as exc:
-            raise LiveKitError(f"creating room {room!r}: {exc.message}") from exc
         deadline = time.monotonic() + wait_s
-        if replacing is not None or await self.dropped(room):
+        standing = await self.dispatches(room)
+        if metadata is None:
+            metadata = standing[0].metadata if standing else ""
+        await self._create_room(room)
+        self._managed[room] = without_handover(metadata)
+        self._managed.move_to_end(room)
+        while len(self._managed) > MANAGED_ROOMS:
+            self._managed.popitem(last=False)
+        if replacing is not None:
             await self._replace_dispatches(room, metadata)
+        elif not standing or (
+            await self.dropped(room) and all(_age_s(d) > REDISPATCH_AFTER_S for d in standing)
+        ):
+            await self._add_dispatch(room, metadata)
         made_at = time.monotonic()  # else an agent is joining already
         while True:
-            agent = await self.agent_in(room, excluding=replacing)
+            agent = await self.agent_in(room, excluding={*ignoring, replacing or ""})
             if agent is not None:
                 return agent
             if time.monotonic() >= deadline:
@@ -250,7 +272,7 @@ class RoomsService:
             if time.monotonic() - made_at >= REDISPATCH_AFTER_S and await self.dropped(room):
                 self.redispatches += 1
                 logger.warning("LiveKit dropped the agent's job in %s: dispatching again", room)
-                await self._replace_dispatches(room, metadata)
+                await self._add_dispatch(room, metadata)
                 made_at = time.monotonic()
             await asyncio.sleep(POLL_S)
 
@@ -260,18 +282,35 @@ class RoomsService:
         participants = await self.participants(room)
         return participants is not None and not any(is_agent(p) for p in participants)
 
+    async def _create_room(self, room: str) -> None:
+        try:
+            await self.api().room.create_room(lkapi.CreateRoomRequest(name=room))
+        except lkapi.TwirpError as exc:
+            raise LiveKitError(f"creating room {room!r}: {exc.message}") from exc
+
     async def _replace_dispatches(self, room: str, metadata: str | None) -> None:
-        """Delete this agent's dispatches in ``room`` and make one (with ``metadata``, or the
-        old dispatch's when that is None)."""
+        """Delete this agent's dispatches in ``room`` (their jobs are gone) and make one
+        (with ``metadata``, or the old dispatch's when that is None)."""
         client = self.api()
         try:
             for old in await self.dispatches(room):
                 if metadata is None:
                     metadata = old.metadata
                 await client.agent_dispatch.delete_dispatch(old.id, room)
-            await client.agent_dispatch.create_dispatch(
+        except lkapi.TwirpError as exc:
+            raise LiveKitError(f"dispatching the agent to {room!r}: {exc.message}") from exc
+        await self._add_dispatch(room, metadata)
+
+    async def _add_dispatch(self, room: str, metadata: str | None) -> None:
+        """One more dispatch; a job still on its way is left alone (of two agents that end up
+        in a room, one leaves)."""
+        if metadata is None:
+            standing = await self.dispatches(room)
+            metadata = standing[0].metadata if standing else ""
+        try:
+            await self.api().agent_dispatch.create_dispatch(
                 lkapi.CreateAgentDispatchRequest(
-                    agent_name=self.settings.agent_name, room=room, metadata=metadata or ""
+                    agent_name=self.settings.agent_name, room=room, metadata=metadata
                 )
             )
         except lkapi.TwirpError as exc:
@@ -295,22 +334,36 @@ class RoomsService:
         while len(self._sent) > SENT_ROOMS:
             self._sent.popitem(last=False)
 
+    def manages(self, room: str) -> bool:
+        return room in self._managed
+
+    def forget(self, room: str) -> None:
+        """The room ended: nothing of it is kept."""
+        self._managed.pop(room, None)
+        self._sent.pop(room, None)
+
     def sent(self, room: str, request_id: str) -> dict[str, object] | None:
         sent = self._sent.get(room)
         return None if sent is None else sent.get(request_id)
 
     async def send(self, room: str, body: dict[str, object]) -> None:
-        try:
-            await self.api().room.send_data(
-                lkapi.SendDataRequest(
-                    room=room,
-                    data=json.dumps(body).encode(),
-                    kind=lkapi.DataPacket.Kind.RELIABLE,
-                    topic=TOPIC_SPEAK,
-                )
-            )
-        except lkapi.TwirpError as exc:
-            raise LiveKitError(f"sending text to {room!r}: {exc.message}") from exc
+        """Hand ``body`` to the room's agent; while LiveKit moves a room off a lost node
+        ("no response from servers"), try again for a while."""
+        deadline = time.monotonic() + SEND_RETRY_S
+        request = lkapi.SendDataRequest(
+            room=room,
+            data=json.dumps(body).encode(),
+            kind=lkapi.DataPacket.Kind.RELIABLE,
+            topic=TOPIC_SPEAK,
+        )
+        while True:
+            try:
+                await self.api().room.send_data(request)
+                return
+            except lkapi.TwirpError as exc:
+                if not _node_unreachable(exc) or time.monotonic() >= deadline:
+                    raise LiveKitError(f"sending text to {room!r}: {exc.message}") from exc
+            await asyncio.sleep(SEND_RETRY_POLL_S)
 
     async def speak(self, room: str, body: dict[str, object]) -> dict[str, object]:
         if not 0 < len(room) <= ROOM_NAME_MAX:
@@ -325,24 +378,37 @@ class RoomsService:
         await self.send(room, body)
         return {"id": request.id, "room": room, "dispatched": dispatched, "status": "sent"}
 
-    async def replace_agent(self, room: str, lost: lkapi.ParticipantInfo | None) -> bool:
+    async def replace_agent(
+        self, room: str, lost: lkapi.ParticipantInfo | None, *, restarted: bool = False
+    ) -> bool:
         """Bring a new agent to ``room`` after ``lost`` left (or vanished); replay what this API
         sent that was not spoken and hand the rest to the new agent to report. True if a new
-        agent was dispatched."""
+        agent was dispatched.
+
+        ``restarted``: the room just started again on another node (its node was lost); the
+        agents LiveKit still lists for it are the lost node's records, not in the room."""
         lock = self._lock(room)
         try:
             async with lock:
-                return await self._replace(room, lost)
+                return await self._replace(room, lost, restarted)
         finally:
             self._release(room, lock)
 
-    async def _replace(self, room: str, lost: lkapi.ParticipantInfo | None) -> bool:
+    async def _replace(
+        self, room: str, lost: lkapi.ParticipantInfo | None, restarted: bool
+    ) -> bool:
         participants = await self.participants(room)
-        if participants is None or not await self.dispatches(room):
-            return False  # the room ended, or nobody asked for our agent here
+        if participants is None:
+            self.forget(room)
+            return False  # the room ended
+        if not self.manages(room) and not await self.dispatches(room):
+            return False  # nobody asked for our agent here
         lost_identity = lost.identity if lost is not None else None
+        ignored = {p.identity for p in participants if is_agent(p)} if restarted else set()
+        if lost_identity is not None:
+            ignored.add(lost_identity)
         if any(
-            is_agent(p) and p.identity != lost_identity and p.attributes.get(READY_ATTRIBUTE)
+            is_agent(p) and p.identity not in ignored and p.attributes.get(READY_ATTRIBUTE)
             for p in participants
         ):
             return False
@@ -353,7 +419,8 @@ class RoomsService:
             body = self.sent(room, entry.id)
             (unknown.append(entry) if body is None else replays.append((body, entry)))
         old = await self.dispatches(room)
-        metadata = with_handover(old[0].metadata if old else "", unknown, lost_identity)
+        standing = old[0].metadata if old else self._managed.get(room, "")
+        metadata = with_handover(standing, unknown, lost_identity)
         self.redispatches += 1
         logger.warning(
             "agent %s left %s: dispatching a new one (%d to replay, %d to report lost)",
@@ -363,7 +430,11 @@ class RoomsService:
             len(unknown),
         )
         await self.dispatch(
-            room, metadata=metadata, wait_s=DISPATCH_WAIT_S, replacing=lost_identity
+            room,
+            metadata=metadata,
+            wait_s=DISPATCH_WAIT_S,
+            replacing=lost_identity,
+            ignoring=ignored,
         )
         for body, entry in replays:
             rest = unspoken_text(str(body.get("text", "")), entry.spoken)
@@ -396,6 +467,15 @@ class RoomsService:
                 }
             )
         return found
+
+
+def _node_unreachable(exc: lkapi.TwirpError) -> bool:
+    """The room's node did not answer (lost; LiveKit moves the room when it is next joined)."""
+    return exc.code in ("unavailable", "unknown") and "no response" in exc.message
+
+
+def _age_s(dispatch: lkapi.AgentDispatch) -> float:
+    return (time.time_ns() - dispatch.state.created_at) / 1e9
 
 
 ROOMS_KEY = web.AppKey("rooms", RoomsService)

@@ -126,10 +126,12 @@ class AgentSettings(_Section):
     """Above this load (CPU or engine queue, 0..1) the worker takes no new rooms."""
     drain_timeout_s: int = Field(default=30, ge=1)
     """SIGTERM / SIGINT: what is playing may finish for this long, then every job ends."""
-    warm_jobs: int = Field(default=16, ge=1, le=256)
+    warm_jobs: int = Field(default=8, ge=1, le=256)
     """Rooms that can be launching at one moment. Each warm job is an idle thread; the count
     also sets how much load livekit-agents reserves for a job being launched (threshold /
-    warm_jobs), so a burst of this many rooms is accepted before the first has joined."""
+    warm_jobs), so a burst of this many rooms is accepted before the first has joined. More in
+    one burst are refused by this worker: LiveKit gives them to another worker (once load
+    reports show this one busy), and the control API dispatches a dropped room again."""
     reconnect_attempts: int = Field(default=8, ge=1)
     """Tries to reach LiveKit again after the connection is lost (backoff 0, 2, 4 .. 10 s);
     then the worker ends its rooms and exits non-zero for its supervisor to restart it."""
