@@ -22,12 +22,19 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from livekit import api as lkapi
 from livekit import rtc
 
-from agent.livekit_server import BUILD_CACHE, SERVER_ENV, DevServer
+from agent.livekit_server import (
+    BUILD_CACHE,
+    DEV_API_KEY,
+    DEV_API_SECRET,
+    SERVER_ENV,
+    DevServer,
+)
 from agent.speak_request import (
     AGENT_ATTRIBUTE,
     READY_ATTRIBUTE,
@@ -135,7 +142,29 @@ def room_name(prefix: str = "room") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def token(server: DevServer, room: str, identity: str, attributes: Mapping[str, str] = {}) -> str:
+class LiveKitEndpoint(Protocol):
+    """Where participants connect: a :class:`DevServer`, or any server with dev keys."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def api_key(self) -> str: ...
+
+    @property
+    def api_secret(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str
+    api_key: str = DEV_API_KEY
+    api_secret: str = DEV_API_SECRET
+
+
+def token(
+    server: LiveKitEndpoint, room: str, identity: str, attributes: Mapping[str, str] = {}
+) -> str:
     grants = lkapi.VideoGrants(
         room_join=True, room=room, can_publish_data=True, can_update_own_metadata=True
     )
@@ -197,7 +226,7 @@ class Participant:
         self.room.register_text_stream_handler(TOPIC_TRANSCRIPTION, self._on_caption)
 
     async def join(
-        self, server: DevServer, room: str, attributes: Mapping[str, str] = {}
+        self, server: LiveKitEndpoint, room: str, attributes: Mapping[str, str] = {}
     ) -> Participant:
         await self.room.connect(server.url, token(server, room, self.identity, attributes))
         return self

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,3 +123,55 @@ async def test_sigterm_finishes_the_utterance_then_exits(
         assert any("SIGTERM: draining" in line for line in worker.log_tail().splitlines())
     finally:
         await sender.leave()
+
+
+DRAIN_BOUND_CONFIG = """\
+agent:
+  drain_timeout_s: 2
+limits:
+  max_text_chars: 2000
+disabled_engines: [edge-tts]
+"""
+VERY_LONG_TEXT = " ".join(
+    f"This is sentence number {n} of a reading that would take minutes to finish."
+    for n in range(24)
+)
+DRAIN_MARGIN_S = 25.0
+"""Beyond the drain bound: closing jobs and connections, on a busy machine (the reading itself
+lasts over a minute, so finishing it would overrun this by far)."""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_drain_is_bounded_and_the_worker_exits_cleanly(
+    livekit_server: DevServer,
+    tmp_path: Path,
+    start_worker: list[WorkerProcess],
+    sig: signal.Signals,
+) -> None:
+    config = tmp_path / "config.yaml"
+    repo = Path(__file__).resolve().parent.parent
+    config.write_text(
+        DRAIN_BOUND_CONFIG
+        + f"voices_file: {repo / 'voices.yaml'}\nmodels_dir: {repo / 'models'}\n"
+    )
+    worker = launch(livekit_server, config, tmp_path, "bounded")
+    start_worker.append(worker)
+    room = room_name("bounded-drain")
+    await dispatch_agent(livekit_server, room)
+    sender = await Participant("sender").join(livekit_server, room)
+    try:
+        await wait_agent_ready(sender)
+        await sender.send({"id": "reading", "text": VERY_LONG_TEXT, "language": "en"})
+        await sender.wait_event("reading", "started")
+        stopped_at = time.monotonic()
+        worker.signal(sig)
+        code = await asyncio.to_thread(worker.wait, EXIT_TIMEOUT_S)
+        took = time.monotonic() - stopped_at
+        log = worker.log_tail()
+        assert code == 0, log
+        assert took < 2 + DRAIN_MARGIN_S, f"exited after {took:.1f} s"
+        assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
+        assert "rooms still speaking" in log  # the bound cut the reading, not its end
+    finally:
+        await sender.leave()
+
