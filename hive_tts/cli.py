@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--livekit-port", type=int, default=7880, help="LiveKit server port")
     dev.add_argument("--room", default="hive-demo", help="demo room to open")
 
+    cluster = commands.add_parser(
+        "cluster",
+        help="Redis + several LiveKit nodes + a worker per node + control API, on loopback",
+    )
+    cluster.add_argument("--port", type=int, default=8003, help="control API port")
+    cluster.add_argument("--nodes", type=int, default=2, help="LiveKit nodes (one worker each)")
+    cluster.add_argument("--room", default="hive-demo", help="demo room to open")
+
     voices = commands.add_parser("voices", help="list voices with their engines")
     voices.add_argument("--language", help="only voices of this language")
     voices.add_argument("--json", action="store_true", help="machine-readable output")
@@ -215,6 +223,12 @@ def _dev(config: ServiceConfig, args: argparse.Namespace) -> int:
     )
 
 
+def _cluster(config: ServiceConfig, args: argparse.Namespace) -> int:
+    from hive_tts.dev import run_cluster
+
+    return run_cluster(config, args.config, port=args.port, nodes=args.nodes, room=args.room)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -230,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _agent(config, args, argv)
         if args.command == "dev":
             return _dev(config, args)
+        if args.command == "cluster":
+            return _cluster(config, args)
         command = _say if args.command == "say" else _voices
         return asyncio.run(command(config, args))
     except HiveTTSError as exc:
