@@ -70,6 +70,7 @@ bench: install livekit
 	$(BIN)/python -m tools.bench
 	$(BIN)/python -m tools.ws_bench
 	$(BIN)/python -m tools.room_bench
+	$(BIN)/python -m tools.cluster_bench --bursts 1,8,16
 	$(BIN)/python -m tools.engine_bench
 
 clean:

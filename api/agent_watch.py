@@ -90,9 +90,11 @@ class AgentWatch:
     ) -> bool:
         try:
             return await self._service.replace_agent(room, lost, restarted=restarted)
+        except LiveKitError as exc:  # the room was deleted meanwhile, or its node is lost
+            logger.warning("could not bring an agent back to %s: %s", room, exc)
         except Exception:
             logger.exception("could not bring an agent back to %s", room)
-            return False
+        return False
 
     async def reconcile(self) -> list[str]:
         """One look at every room; returns the rooms given a new agent."""

@@ -274,7 +274,13 @@ class Participant:
     def _on_caption(self, reader: rtc.TextStreamReader, identity: str) -> None:
         async def read() -> None:
             attributes = dict(reader.info.attributes or {})
-            text = "".join([chunk async for chunk in reader])
+            chunks: list[str] = []
+            try:
+                async for chunk in reader:
+                    chunks.append(chunk)
+            except rtc.StreamError:  # the agent went away mid-caption (a killed worker)
+                attributes["interrupted"] = "true"
+            text = "".join(chunks)
             final = dict(reader.info.attributes or {})
             self.captions.append(Caption(text, attributes, final))
             self._notify()
