@@ -39,6 +39,7 @@ class AgentWatch:
         self._service = service
         self._interval_s = interval_s
         self._tasks: set[asyncio.Task[bool]] = set()
+        self._replacing: set[str] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._receiver: lkapi.WebhookReceiver | None = None
         self.webhooks = 0
@@ -83,7 +84,13 @@ class AgentWatch:
             self._replace(room, lost, restarted), name=f"replace-agent-{room}"
         )
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._replacing.add(room)
+
+        def done(_: asyncio.Task[bool]) -> None:
+            self._tasks.discard(task)
+            self._replacing.discard(room)
+
+        task.add_done_callback(done)
 
     async def _replace(
         self, room: str, lost: lkapi.ParticipantInfo | None, restarted: bool = False
@@ -97,26 +104,31 @@ class AgentWatch:
         return False
 
     async def reconcile(self) -> list[str]:
-        """One look at every room; returns the rooms given a new agent."""
+        """One look at every room; returns the rooms a new agent is being brought to."""
         service = self._service
         try:
             listing = await service.api().room.list_rooms(lkapi.ListRoomsRequest())
         except lkapi.TwirpError as exc:
             raise LiveKitError(f"listing rooms: {exc.message}") from exc
-        replaced: list[str] = []
+        started: list[str] = []
         for room in listing.rooms:
+            if room.name in self._replacing:
+                continue
             try:
-                if await self._needs_agent(room.name) and await self._replace(room.name, None):
-                    replaced.append(room.name)
+                if await self._needs_agent(room.name):
+                    self._spawn(room.name, None)  # one slow room never holds up the others
+                    started.append(room.name)
             except LiveKitError as exc:  # e.g. a room whose node is lost: the others go on
                 logger.info("agent watch: %s", exc)
-        return replaced
+        return started
 
     async def _needs_agent(self, room: str) -> bool:
         service = self._service
         participants = await service.participants(room)
         if participants is None or any(is_agent(p) for p in participants):
             return False
+        if not participants:
+            return False  # an empty room: nobody to hear an agent
         return service.manages(room) or bool(await service.dispatches(room))
 
     async def _reconcile_forever(self) -> None:

@@ -181,6 +181,8 @@ OPENAPI_SPEC: dict[str, Any] = {
         "/rooms/{room}/speak": {
             "post": {
                 "summary": "Make the LiveKit agent speak in a room (dispatching it if needed)",
+                "description": "Waits (up to 45 s) until the agent listens, dispatching again a "
+                "job LiveKit dropped; 504 agent_not_joined when no worker took it.",
                 "parameters": [
                     {"name": "room", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
@@ -219,6 +221,22 @@ OPENAPI_SPEC: dict[str, Any] = {
             "get": {
                 "summary": "Rooms the agent is in, with its tracks",
                 "responses": {"200": {"description": "{rooms: [...]}"}, **_errors(401, 503)},
+            }
+        },
+        "/livekit/webhook": {
+            "post": {
+                "summary": "LiveKit's webhooks (participant_left, room_started, room_finished): "
+                "bring a lost agent back to its room",
+                "description": "Signed by LiveKit with the API key (Authorization header); "
+                "no service API key is needed. Point every LiveKit node's `webhook.urls` here.",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/webhook+json": {"schema": {"type": "object"}}},
+                },
+                "responses": {
+                    "200": {"description": "{received: event name}"},
+                    **_errors(401, 503),
+                },
             }
         },
         "/openapi.json": {

@@ -205,7 +205,8 @@ class RoomsService:
         try:
             found = await self.api().agent_dispatch.list_dispatch(room_name=room)
         except lkapi.TwirpError as exc:
-            if exc.status == 404 or exc.code == "not_found":
+            # a room no node hosts (not created yet, deleted, or on a lost node) has none
+            if exc.status == 404 or exc.code == "not_found" or _node_unreachable(exc):
                 return []
             raise LiveKitError(f"listing dispatches of {room!r}: {exc.message}") from exc
         return [d for d in found if d.agent_name == self.settings.agent_name]
@@ -244,10 +245,10 @@ class RoomsService:
         ``metadata`` None keeps (or creates with empty) metadata; a replacement (``replacing``
         names the agent that left) always gets a new dispatch with the given metadata."""
         deadline = time.monotonic() + wait_s
+        await self._create_room(room)
         standing = await self.dispatches(room)
         if metadata is None:
             metadata = standing[0].metadata if standing else ""
-        await self._create_room(room)
         self._managed[room] = without_handover(metadata)
         self._managed.move_to_end(room)
         while len(self._managed) > MANAGED_ROOMS:
@@ -403,6 +404,8 @@ class RoomsService:
             return False  # the room ended
         if not self.manages(room) and not await self.dispatches(room):
             return False  # nobody asked for our agent here
+        if lost is None and not any(not is_agent(p) for p in participants):
+            return False  # nobody to hear it: the next speak request brings one
         lost_identity = lost.identity if lost is not None else None
         ignored = {p.identity for p in participants if is_agent(p)} if restarted else set()
         if lost_identity is not None:

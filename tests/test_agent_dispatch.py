@@ -117,10 +117,12 @@ def lk_binary() -> Path:
 
 
 async def test_livekit_load_tester_gets_the_agent_in_every_room(
-    livekit_server: DevServer, agent_worker: WorkerProcess
+    livekit_server: DevServer, agent_worker: WorkerProcess, rooms_api: ApiClient
 ) -> None:
     """``lk perf agent-load-test --rooms 16``: LiveKit dispatches 16 rooms as fast as it can;
-    every one is joined (the tester's own tally, and the worker's room list)."""
+    every one is joined (the tester's own tally, and the worker's room list). The control API
+    runs beside it, as deployed: a room LiveKit dropped while the worker was busy gets its agent
+    from the API's look at the rooms that have our dispatch."""
     before = set(worker_rooms(agent_worker))
     command = [
         str(lk_binary()),

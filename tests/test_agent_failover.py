@@ -191,6 +191,6 @@ async def test_a_room_closed_mid_utterance_ends_its_job_at_once(cluster: Cluster
         # and the worker still serves new rooms
         other = room_name("after-close")
         again = await cluster.api.post(f"/rooms/{other}/speak", json={"text": "Still here."})
-        assert again.status == 202
+        assert again.status == 202, await again.text()
     finally:
         await listener.leave()
