@@ -13,7 +13,6 @@ URL and runs until Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import signal
@@ -21,7 +20,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,9 @@ from agent.livekit_server import (
     DevServer,
     LiveKitServerNotFound,
     free_port,
+    log_tail,
+    spawn_logged,
+    wait_until_ready,
 )
 
 REDIS_FALLBACK_PATH = Path("/usr/bin/redis-server")
@@ -97,51 +98,28 @@ class RedisServer:
         binary = find_redis_server()
         port = free_port()
         log_path = log_dir / f"redis-{port}.log"
-        log = log_path.open("wb")
-        process = subprocess.Popen(
-            [
-                str(binary),
-                "--port",
-                str(port),
-                "--bind",
-                LOOPBACK_IP,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-                "--daemonize",
-                "no",
-                "--dir",
-                str(log_dir),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        log.close()
+        command = [str(binary), "--port", str(port), "--bind", LOOPBACK_IP, "--save", ""]
+        command += ["--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no"]
+        process = spawn_logged([*command, "--dir", str(log_dir)], log_path)
         server = cls(process, port, log_path)
         server._wait_ready()
         return server
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + REDIS_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"redis-server exited ({self.process.returncode}): " + self.log_tail()
-                )
-            if redis_answers(self.port):
-                return
-            time.sleep(REDIS_POLL_S)
-        self.stop()
-        raise RuntimeError(f"redis-server did not answer on {self.address} in time")
+        ready = wait_until_ready(
+            self.process,
+            lambda: redis_answers(self.port),
+            name="redis-server",
+            log_path=self.log_path,
+            timeout_s=REDIS_START_TIMEOUT_S,
+            poll_s=REDIS_POLL_S,
+        )
+        if not ready:
+            self.stop()
+            raise RuntimeError(f"redis-server did not answer on {self.address} in time")
 
     def log_tail(self, chars: int = 2000) -> str:
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-chars:]
-        return ""
+        return log_tail(self.log_path, chars)
 
     def stop(self) -> None:
         """SIGTERM (Redis saves nothing: ``--save ""``), SIGKILL after a timeout."""

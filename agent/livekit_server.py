@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,41 @@ def node_config(
     return yaml.safe_dump(config, sort_keys=False)
 
 
+def spawn_logged(command: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start a server process whose output goes to ``log_path``."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            list(command), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+
+
+def log_tail(log_path: Path, chars: int = 2000) -> str:
+    with contextlib.suppress(OSError):
+        return log_path.read_text(errors="replace")[-chars:]
+    return ""
+
+
+def wait_until_ready(
+    process: subprocess.Popen[bytes],
+    ready: Callable[[], bool],
+    *,
+    name: str,
+    log_path: Path,
+    timeout_s: float,
+    poll_s: float,
+) -> bool:
+    """Poll ``ready`` until it holds (True) or ``timeout_s`` passes (False); a process that
+    exits meanwhile raises, with the end of its log."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited ({process.returncode}): " + log_tail(log_path))
+        if ready():
+            return True
+        time.sleep(poll_s)
+    return False
+
+
 @dataclass
 class DevServer:
     """A running ``livekit-server --dev`` on 127.0.0.1, alone or as one node of a cluster.
@@ -155,48 +190,35 @@ class DevServer:
         )
         log_dir = log_dir or Path(tempfile.gettempdir())
         log_path = log_dir / f"livekit-server-{port}.log"
-        log = log_path.open("wb")
-        process = subprocess.Popen(
-            [
-                str(binary),
-                "--dev",
-                "--bind",
-                LOOPBACK_IP,
-                "--node-ip",
-                LOOPBACK_IP,
-                "--config-body",
-                config,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        log.close()
+        command = [str(binary), "--dev", "--bind", LOOPBACK_IP, "--node-ip", LOOPBACK_IP]
+        process = spawn_logged([*command, "--config-body", config], log_path)
         server = cls(process, port, log_path)
         server._wait_ready()
         return server
 
+    def _answers(self) -> bool:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(self.http_url, timeout=1) as reply:
+                return bool(reply.status == 200)
+        return False
+
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"livekit-server exited ({self.process.returncode}): " + self.log_tail()
-                )
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(self.http_url, timeout=1) as reply:
-                    if reply.status == 200:
-                        return
-            time.sleep(READY_POLL_S)
-        self.kill()
-        raise RuntimeError(
-            f"livekit-server did not answer on {self.http_url} in time: " + self.log_tail()
+        ready = wait_until_ready(
+            self.process,
+            self._answers,
+            name="livekit-server",
+            log_path=self.log_path,
+            timeout_s=START_TIMEOUT_S,
+            poll_s=READY_POLL_S,
         )
+        if not ready:
+            self.kill()
+            raise RuntimeError(
+                f"livekit-server did not answer on {self.http_url} in time: " + self.log_tail()
+            )
 
     def log_tail(self, chars: int = 2000) -> str:
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-chars:]
-        return ""
+        return log_tail(self.log_path, chars)
 
     @property
     def running(self) -> bool:

@@ -23,6 +23,7 @@ from aiohttp import ClientResponse, ClientWebSocketResponse, WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.rooms import LiveKitSettings
 from api.services import ApiServices
 from control_api import SERVICES, create_app
 from engines.audio import Pcm16
@@ -41,6 +42,25 @@ CONDITION_POLL_S = 0.02
 async def serve(app: web.Application) -> AsyncIterator[ApiClient]:
     """``app`` on a real loopback socket (port 0) with a client for it."""
     client: ApiClient = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@asynccontextmanager
+async def rooms_api(
+    config: ServiceConfig,
+    synthesizer: SpeechSynthesizer,
+    livekit: LiveKitSettings,
+    *,
+    port: int = 0,
+) -> AsyncIterator[ApiClient]:
+    """The control API with its LiveKit rooms side, on ``port`` (the one a LiveKit server's
+    webhooks were pointed at, when it matters)."""
+    app = create_app(config, synthesizer=synthesizer, quality_scoring=False, livekit=livekit)
+    client: ApiClient = TestClient(TestServer(app, port=port))
     await client.start_server()
     try:
         yield client

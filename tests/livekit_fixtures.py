@@ -19,7 +19,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -42,6 +43,7 @@ from agent.speak_request import (
     TOPIC_SPEAK,
     TOPIC_TRANSCRIPTION,
 )
+from api.rooms import LiveKitSettings
 from engines.audio import LIVEKIT_SAMPLE_RATE, Pcm16
 from hive_tts.paths import PROJECT_ROOT
 
@@ -119,6 +121,22 @@ class WorkerProcess:
         assert isinstance(body, dict)
         return body
 
+    def served(self) -> list[dict[str, object]]:
+        """The rooms the worker serves (its ``/rooms``): room, agent identity, tracks."""
+        assert self.metrics_url is not None
+        url = self.metrics_url.replace("/metrics", "/rooms")
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            rooms = json.load(reply)["rooms"]
+        assert isinstance(rooms, list)
+        return rooms
+
+    def rooms(self) -> list[str]:
+        return [str(room["room"]) for room in self.served()]
+
+    def identities_in(self, room: str) -> set[str]:
+        """The worker's agent identities in ``room`` (empty when it does not serve it)."""
+        return {str(r.get("identity", "")) for r in self.served() if r["room"] == room}
+
     def kill_worker(self) -> int:
         """SIGKILL the process that serves the rooms (not its supervisor); returns its pid."""
         pid = int(str(self.status()["pid"]))
@@ -136,6 +154,27 @@ class WorkerProcess:
             self.process.kill()
             self.process.wait()
         self._log.close()
+
+
+@asynccontextmanager
+async def running_workers(
+    nodes: Sequence[DevServer], config: Path | None, log_dir: Path
+) -> AsyncIterator[list[WorkerProcess]]:
+    """A ``hive-tts agent`` per node, registered; stopped (drained) afterwards."""
+    workers: list[WorkerProcess] = []
+    try:
+        for n, node in enumerate(nodes):
+            workers.append(WorkerProcess(node, config, log_dir / f"worker-{n}.log"))
+        for worker in workers:
+            await asyncio.to_thread(worker.wait_registered)
+        yield workers
+    finally:
+        for worker in workers:
+            await asyncio.to_thread(worker.stop)
+
+
+def settings_for(server: DevServer) -> LiveKitSettings:
+    return LiveKitSettings(server.http_url, server.api_key, server.api_secret, "hive-tts")
 
 
 def room_name(prefix: str = "room") -> str:
@@ -256,8 +295,11 @@ class Participant:
         self.tracks[track.name] = received
         self._notify()
 
+        # opened here, not in the task: frames that arrive before the stream exists are lost,
+        # and on a busy test loop the task may start a second later
+        stream = rtc.AudioStream(track, sample_rate=LIVEKIT_SAMPLE_RATE, num_channels=1)
+
         async def read() -> None:
-            stream = rtc.AudioStream(track, sample_rate=LIVEKIT_SAMPLE_RATE, num_channels=1)
             async for event in stream:
                 frame = event.frame
                 received.sample_rates.add(frame.sample_rate)

@@ -9,25 +9,26 @@ senders that their accepted requests were lost.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from livekit import api as lkapi
 
 from agent.livekit_server import BUILD_CACHE, SERVER_ENV, DevServer, free_port
-from api.rooms import LiveKitSettings
-from control_api import create_app
 from engines.audio import LIVEKIT_SAMPLE_RATE
 from engines.config import ServiceConfig
 from engines.synthesizer import SpeechSynthesizer
-from tests.api_fixtures import ApiClient
-from tests.livekit_fixtures import Participant, WorkerProcess, room_name
+from tests.api_fixtures import ApiClient, rooms_api
+from tests.livekit_fixtures import (
+    Participant,
+    WorkerProcess,
+    room_name,
+    running_workers,
+    settings_for,
+)
 from tests.transcriber import Transcriber
 
 LONG_TEXT = (
@@ -47,13 +48,6 @@ class Cluster:
     server: DevServer
     workers: list[WorkerProcess]
     api: ApiClient
-
-
-def worker_rooms(worker: WorkerProcess) -> list[str]:
-    assert worker.metrics_url is not None
-    url = worker.metrics_url.replace("/metrics", "/rooms")
-    with urllib.request.urlopen(url, timeout=5) as reply:
-        return [str(room["room"]) for room in json.load(reply)["rooms"]]
 
 
 @pytest.fixture(scope="module")
@@ -80,25 +74,10 @@ async def cluster(
     tmp_path: Path,
 ) -> AsyncIterator[Cluster]:
     server, api_port = webhook_server
-    workers = [
-        WorkerProcess(server, agent_config_file, tmp_path / f"worker-{n}.log") for n in range(2)
-    ]
-    try:
-        for worker in workers:
-            await asyncio.to_thread(worker.wait_registered)
-        settings = LiveKitSettings(server.http_url, server.api_key, server.api_secret, "hive-tts")
-        app = create_app(
-            service_config, synthesizer=synthesizer, quality_scoring=False, livekit=settings
-        )
-        client: ApiClient = TestClient(TestServer(app, port=api_port))
-        await client.start_server()
-        try:
+    async with running_workers([server, server], agent_config_file, tmp_path) as workers:
+        settings = settings_for(server)
+        async with rooms_api(service_config, synthesizer, settings, port=api_port) as client:
             yield Cluster(server, workers, client)
-        finally:
-            await client.close()
-    finally:
-        for worker in workers:
-            await asyncio.to_thread(worker.stop)
 
 
 async def test_killed_workers_room_speaks_again_from_the_other_worker(
@@ -127,7 +106,7 @@ async def test_killed_workers_room_speaks_again_from_the_other_worker(
             if p.attributes.get("hive-tts.agent")
         )
         await asyncio.sleep(2.0)  # the first sentences are heard
-        serving = next(w for w in cluster.workers if room in worker_rooms(w))
+        serving = next(w for w in cluster.workers if room in w.rooms())
         killed_at = time.perf_counter()
         await asyncio.to_thread(serving.kill_worker)
 
@@ -154,7 +133,7 @@ async def test_killed_workers_room_speaks_again_from_the_other_worker(
         ]
         assert agents and first_agent not in agents
         # the survivor, or the killed worker's restart if it registered first
-        assert any(room in worker_rooms(w) for w in cluster.workers)
+        assert any(room in w.rooms() for w in cluster.workers)
 
         track = listener.tracks["tts-en"]
         resumed_at = track.first_audible(killed_at + 0.5)
@@ -179,13 +158,13 @@ async def test_a_room_closed_mid_utterance_ends_its_job_at_once(cluster: Cluster
         )
         assert reply.status == 202
         await listener.wait_event("cut", "started")
-        serving = next(w for w in cluster.workers if room in worker_rooms(w))
+        serving = next(w for w in cluster.workers if room in w.rooms())
         async with lkapi.LiveKitAPI(
             cluster.server.http_url, cluster.server.api_key, cluster.server.api_secret
         ) as client:
             await client.room.delete_room(lkapi.DeleteRoomRequest(room=room))
         closed_at = time.monotonic()
-        while room in worker_rooms(serving):
+        while room in serving.rooms():
             assert time.monotonic() - closed_at < 10.0, "the job outlived its room"
             await asyncio.sleep(0.2)
         # and the worker still serves new rooms

@@ -6,10 +6,8 @@ Each test starts its own ``hive-tts agent`` processes against the shared dev ser
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,14 +29,6 @@ LONG_TEXT = (
 EXIT_TIMEOUT_S = 60.0
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def rooms_of(worker: WorkerProcess) -> list[str]:
-    """Rooms a worker serves, from its own ``/rooms`` endpoint."""
-    assert worker.metrics_url is not None
-    url = worker.metrics_url.replace("/metrics", "/rooms")
-    with urllib.request.urlopen(url, timeout=5) as reply:
-        return [str(room["room"]) for room in json.load(reply)["rooms"]]
 
 
 @pytest.fixture
@@ -72,9 +62,9 @@ async def test_second_worker_takes_the_next_room_when_the_first_is_killed(
     await dispatch_agent(livekit_server, room_a)
     listener = await Participant("listener").join(livekit_server, room_a)
     await wait_agent_ready(listener)
-    serving = first if room_a in rooms_of(first) else second
+    serving = first if room_a in first.rooms() else second
     other = second if serving is first else first
-    assert room_a in rooms_of(serving)
+    assert room_a in serving.rooms()
     await listener.leave()
 
     serving.signal(signal.SIGKILL)
@@ -85,7 +75,7 @@ async def test_second_worker_takes_the_next_room_when_the_first_is_killed(
     sender = await Participant("sender").join(livekit_server, room_b)
     try:
         await wait_agent_ready(sender)
-        assert room_b in rooms_of(other)
+        assert room_b in other.rooms()
         await sender.send({"id": "after-kill", "text": "I am the other worker.", "language": "en"})
         finished = await sender.wait_event("after-kill", "finished")
         assert finished["interrupted"] is False
