@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from livekit import rtc
@@ -46,6 +47,7 @@ logger = logging.getLogger(__name__)
 JOURNAL_INTERVAL_S = 0.25
 """The pending-speech attribute is rewritten at most this often (changes are coalesced)."""
 LOST_CODE = "agent_lost"
+SERVER_IDS_KEPT = 512
 
 
 class RoomSession:
@@ -73,6 +75,8 @@ class RoomSession:
         self.draining = False
         self.closed = asyncio.Event()
         self._pending: dict[str, PendingSpeech] = {}
+        self._server_ids: OrderedDict[str, None] = OrderedDict()
+        """Ids of requests the server API sent, so a resent one is spoken once."""
         self._journal_dirty = asyncio.Event()
         self._journal_task: asyncio.Task[None] | None = None
 
@@ -187,6 +191,12 @@ class RoomSession:
             request = parse_speak_packet(
                 payload, sender=identity, max_bytes=self._settings.max_packet_bytes
             )
+            if identity is None:  # the control API sends again until it sees it accepted
+                if request.id in self._server_ids:
+                    return
+                self._server_ids[request.id] = None
+                while len(self._server_ids) > SERVER_IDS_KEPT:
+                    self._server_ids.popitem(last=False)
             await self._accept(request, received_at)
         except HiveTTSError as exc:
             await self._refuse(exc, request, identity, payload)

@@ -212,7 +212,10 @@ OPENAPI_SPEC: dict[str, Any] = {
                     },
                 },
                 "responses": {
-                    "202": {"description": "{id, room, dispatched, status}: text handed over"},
+                    "202": {
+                        "description": "{id, room, dispatched, status}: status 'accepted' once "
+                        "the agent lists the request, else 'sent'"
+                    },
                     **_errors(400, 401, 502, 503, 504),
                 },
             }

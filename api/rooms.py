@@ -57,6 +57,9 @@ twice never leaves two agents speaking.) Rooms connect one at a time on a worker
 last room may take seconds to join."""
 POLL_S = 0.1
 SEND_RETRY_S = 15.0
+SEND_TRIES = 3
+ACCEPT_WAIT_S = 3.0
+"""How long a sent request may take to show in the agent's journal before it is sent again."""
 SEND_RETRY_POLL_S = 0.5
 ROOM_NAME_MAX = 128
 SENT_PER_ROOM = 64
@@ -375,9 +378,31 @@ class RoomsService:
         if not request.synthesis.text.strip():
             raise RequestError("'text' is empty")
         dispatched = await self.ensure_agent(room)
-        self._remember(room, {**body, "id": request.id})
-        await self.send(room, body)
-        return {"id": request.id, "room": room, "dispatched": dispatched, "status": "sent"}
+        body = {**body, "id": request.id}
+        self._remember(room, body)
+        accepted = False
+        for _ in range(SEND_TRIES):
+            await self.send(room, body)
+            if await self._accepted(room, request.id):
+                accepted = True
+                break
+            # a packet sent the moment a new agent is ready can arrive before its data channel
+            # is open and be lost; the agent speaks a resent id once
+            logger.warning("the agent in %s did not take %s: sending it again", room, request.id)
+        status = "accepted" if accepted else "sent"
+        return {"id": request.id, "room": room, "dispatched": dispatched, "status": status}
+
+    async def _accepted(self, room: str, request_id: str) -> bool:
+        """Whether the room's agent took ``request_id`` (its journal lists it), within
+        ``ACCEPT_WAIT_S``. A request spoken and finished before a look would be missed; the
+        agent ignores the resend, so that costs a packet, not a second utterance."""
+        deadline = time.monotonic() + ACCEPT_WAIT_S
+        while time.monotonic() < deadline:
+            agent = await self.agent_in(room)
+            if agent is not None and any(e.id == request_id for e in pending_of(agent.attributes)):
+                return True
+            await asyncio.sleep(POLL_S)
+        return False
 
     async def replace_agent(
         self, room: str, lost: lkapi.ParticipantInfo | None, *, restarted: bool = False
