@@ -101,6 +101,10 @@ class EngineBackend(ABC):
         pool = self._pool()
         return pool.max_workers if pool is not None else 0
 
+    def streaming(self) -> dict[str, object]:
+        """How the engine's audio for one piece arrives (``/health``)."""
+        return {"within_piece": self.streams_within_piece}
+
     @property
     def ready(self) -> bool:
         return self.state is EngineState.READY

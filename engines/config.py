@@ -53,6 +53,12 @@ class EngineThreads(_Section):
     (0: no second session). More threads cut the first audio's wait, fewer give throughput."""
 
 
+class WindowedSettings(EngineThreads):
+    windowed: bool = True
+    """Run the model's frame-wise stages (flow, vocoder) in windows, so audio starts after a
+    few frames' work instead of the whole piece's (``engines.windowed_model``)."""
+
+
 class XttsSettings(EngineThreads):
     latent_cache_size: int = Field(default=32, ge=1, le=4096)
     """Cloned voices whose speaker latents are kept (least recently used dropped first)."""
@@ -76,7 +82,9 @@ class EngineSelection(_Section):
     default_quality: QualityTier = QualityTier.STANDARD
     auto_selection: AutoSelection = AutoSelection()
     health: HealthPolicy = HealthPolicy()
-    piper: EngineThreads = EngineThreads(workers=2, intra_op_threads=1, latency_intra_op_threads=2)
+    piper: WindowedSettings = WindowedSettings(
+        workers=2, intra_op_threads=1, latency_intra_op_threads=2
+    )
     kokoro: EngineThreads = EngineThreads(workers=1, intra_op_threads=2)
     speecht5: EngineThreads = EngineThreads(workers=1, intra_op_threads=1)
     xtts: XttsSettings = XttsSettings(workers=1, intra_op_threads=1)

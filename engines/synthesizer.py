@@ -99,6 +99,8 @@ class UtteranceResult:
     audio_duration_s: float = 0.0
     characters: int = 0
     pieces: int = 0
+    chunks: int = 0
+    """Audio chunks handed over: a piece streamed in windows is several."""
     synthesis_s: float = 0.0
 
     @property
@@ -115,6 +117,7 @@ class UtteranceResult:
             "audio_duration_s": round(self.audio_duration_s, 3),
             "characters": self.characters,
             "pieces": self.pieces,
+            "chunks": self.chunks,
             "fallbacks": self.fallbacks,
         }
 
@@ -377,6 +380,7 @@ class Utterance:
             candidate.engine, (time.perf_counter() - piece_started) * 1000 if first else None
         )
         self.result.audio_duration_s += chunk.duration_s
+        self.result.chunks += 1
         self.result.synthesis_s = time.perf_counter() - self._started
         await self._queue.put(chunk)
 

@@ -500,7 +500,7 @@ async def test_metrics_count_a_request_its_first_audio_duration_and_chunks(api: 
         frozenset({("engine", "piper"), ("le", "0.25")}),
     ) in after
     assert delta("tts_synthesis_duration_seconds_count", **piper) == 1
-    assert delta("tts_chunk_gap_seconds_count", **piper) == reply["pieces"]
+    assert delta("tts_chunk_gap_seconds_count", **piper) == reply["chunks"]
     assert delta("tts_audio_output_seconds_total", **piper) == pytest.approx(
         reply["duration_s"], abs=DURATION_ROUNDING_S
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from livekit.agents import tokenize, tts
 
-from engines.config import EngineThreads
+from engines.config import WindowedSettings
 from engines.names import EngineName
 from engines.piper_engine import PiperBackend, bundled_voice_dir
 from engines.synthesizer import SpeechSynthesizer
@@ -74,7 +74,7 @@ def test_piper_picks_up_voices_dropped_in_the_models_directory(tmp_path: Path) -
     for suffix in (".onnx", ".onnx.json"):
         (tmp_path / f"en_US-extra-medium{suffix}").symlink_to(bundled / f"en_US-joe-medium{suffix}")
     (tmp_path / "orphan.onnx").write_bytes(b"no config beside it")
-    backend = PiperBackend(tmp_path, EngineThreads(workers=1, intra_op_threads=1))
+    backend = PiperBackend(tmp_path, WindowedSettings(workers=1, intra_op_threads=1))
     backend.load()
     try:
         assert backend.ready, backend.detail

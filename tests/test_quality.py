@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from engines.audio import Pcm16, float_to_pcm16, pcm16_to_float, resample
-from engines.config import EngineThreads
+from engines.config import WindowedSettings
 from engines.espeak_engine import EspeakBackend
 from engines.piper_engine import PiperBackend
 from engines.quality import (
@@ -68,7 +68,7 @@ def one_window_scorer() -> QualityScorer:
 @pytest.fixture(scope="module")
 def piper_clips() -> Iterator[list[Clip]]:
     backend = PiperBackend(
-        MODELS_DIR, EngineThreads(workers=1, intra_op_threads=1), deterministic=True
+        MODELS_DIR, WindowedSettings(workers=1, intra_op_threads=1), deterministic=True
     )
     backend.load()
     assert backend.ready, backend.detail

@@ -87,12 +87,21 @@ def test_piece_limits_start_small_grow_and_are_capped() -> None:
 # --- English ----------------------------------------------------------------------------------
 
 
-def test_first_piece_is_short_and_ends_at_a_clause_or_word() -> None:
+def test_first_piece_is_the_first_clause_that_is_not_a_fragment() -> None:
+    """"Well," is too short to be spoken alone; the first piece runs to the next clause mark,
+    and the rest of the sentence follows whole."""
     pieces = segment_text(LONG_SENTENCE, "en")
     first = pieces[0]
-    assert LATIN_LIMITS.min_chars <= len(first.text) <= LATIN_LIMITS.first_max_chars
-    assert first.boundary in (Boundary.CLAUSE, Boundary.WORD)
-    assert len(pieces) >= 3
+    assert first.text == "Well, I think that we should probably go to the store today,"
+    assert first.boundary is Boundary.CLAUSE
+    assert len(first.text) <= LATIN_LIMITS.first_max_chars
+    assert len(pieces) == 2
+    assert pieces[1].boundary is Boundary.END
+
+
+def test_a_short_sentence_is_one_piece() -> None:
+    text = "Thanks for calling, how can I help?"
+    assert [p.text for p in segment_text(text, "en")] == [text]
 
 
 def test_cut_prefers_a_clause_mark_over_a_plain_word_gap() -> None:
@@ -128,9 +137,9 @@ def test_no_cut_right_after_a_function_word() -> None:
 
 
 def test_a_word_cut_never_leaves_a_tiny_remainder_of_the_sentence() -> None:
-    """The only word gap in reach of the first limit is before "line."; cutting there would
-    speak "line." as a sentence of its own, so the sentence stays whole."""
-    text = "Run it from the command line."
+    """The last word gap in reach of the first limit is before "line."; cutting there would
+    speak "line." as a sentence of its own, so the cut goes earlier."""
+    text = "Now open a terminal window and run the installer from its command line."
     assert len(text) > LATIN_LIMITS.first_max_chars
     pieces = segment_text(text, "en")
     assert_pieces_cover(text, pieces)
@@ -151,14 +160,14 @@ def test_piece_sizes_grow_within_their_limits() -> None:
     ("text", "first"),
     [
         (
-            "Supercalifragilisticexpialidocious is a very long word that children like to sing "
-            "about in the old film.",
-            "Supercalifragilisticexpialidocious",
+            "https://example.com/downloads/releases/2026/installer-for-every-platform.zip is "
+            "the file that you should download first and then run on your machine.",
+            "https://example.com/downloads/releases/2026/installer-for-every-platform.zip",
         ),
         (
-            "Write to john.doe@example.com for more details about the project and everything "
-            "else you might want to know.",
-            "Write to john.doe@example.com",
+            "Write to customer.support.for.every.region.and.product@example-company.com for "
+            "more details about the project and everything else you might want to know.",
+            "Write to customer.support.for.every.region.and.product@example-company.com",
         ),
     ],
 )

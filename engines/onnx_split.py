@@ -1,0 +1,214 @@
+"""Cut an ONNX speech model into a front and frame-wise stages, once, cached with checksums.
+
+A VITS-style voice is a front (text encoder, duration predictor: whole-utterance work) and then
+stages that work frame by frame over a latent sequence (a flow, a vocoder). The stages' receptive
+fields are local, so they can be run on windows of the latent with some context on each side
+(``engines.windowed_model``), and the first window's audio plays before the rest is computed.
+
+A stage starts at the first node whose name has the stage's prefix (``/flow/``, ``/dec/``); its
+inputs are found from the graph, never hard-coded. The parts are extracted with
+``onnx.utils.extract_model`` into a cache directory with a manifest that records the source
+model's SHA-256 and each part's, so a changed voice or a damaged part is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+SPLIT_VERSION = 1
+"""Bumped when the way parts are cut changes: older caches are rebuilt."""
+
+
+class SplitError(Exception):
+    """The graph has no such stage, or its parts are not a clean cut."""
+
+
+@dataclass(frozen=True)
+class StagePart:
+    path: Path
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SplitParts:
+    """The front and the stages, in order: each stage's inputs are made by the parts before."""
+
+    front: StagePart
+    stages: tuple[StagePart, ...]
+
+    @property
+    def audio_output(self) -> str:
+        """The model's output (the waveform), made by the last stage."""
+        return self.stages[-1].outputs[-1]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _constant_tensors(graph: Any) -> set[str]:
+    names = {init.name for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            names.update(node.output)
+    return names
+
+
+def _downstream(graph: Any, seeds: Iterable[int]) -> set[int]:
+    """Indices of the seed nodes and every node fed, directly or not, by their outputs."""
+    consumers: dict[str, list[int]] = {}
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            consumers.setdefault(name, []).append(index)
+    found = set(seeds)
+    todo = list(found)
+    while todo:
+        for output in graph.node[todo.pop()].output:
+            for consumer in consumers.get(output, ()):
+                if consumer not in found:
+                    found.add(consumer)
+                    todo.append(consumer)
+    return found
+
+
+def _stage(graph: Any, prefix: str, constants: set[str]) -> tuple[set[int], tuple[str, ...]]:
+    """The nodes of the part of the graph from the first ``prefix`` node on, and the tensors
+    that enter it.
+
+    That part is every node named with ``prefix`` and everything downstream of them (unnamed
+    helper nodes included); its inputs are the tensors it reads that are made before it, other
+    than constants and weights."""
+    seeds = [i for i, node in enumerate(graph.node) if node.name.startswith(prefix)]
+    if not seeds:
+        raise SplitError(f"no node named {prefix}...")
+    inside = _downstream(graph, seeds)
+    made_inside = {name for i in inside for name in graph.node[i].output}
+    inputs: list[str] = []
+    for i in sorted(inside):
+        for name in graph.node[i].input:
+            if name and name not in made_inside and name not in constants and name not in inputs:
+                inputs.append(name)
+    if not inputs:
+        raise SplitError(f"the {prefix} part reads nothing from before it")
+    return inside, tuple(inputs)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    inputs: list[tuple[str, ...]]
+    """Per part (the front first): the tensors it reads."""
+    outputs: list[tuple[str, ...]]
+    """Per part: the tensors later parts read that it makes (and, last, the model's outputs)."""
+
+
+def _plan(model: Path, prefixes: Sequence[str]) -> _Plan:
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    constants = _constant_tensors(graph)
+    weights = {init.name for init in graph.initializer}
+    graph_inputs = tuple(i.name for i in graph.input if i.name not in weights)
+    graph_outputs = tuple(o.name for o in graph.output)
+    stages = [_stage(graph, prefix, constants) for prefix in prefixes]
+    for (earlier, _), (later, _), prefix in zip(stages, stages[1:], prefixes[1:], strict=False):
+        if not later < earlier:
+            raise SplitError(f"the {prefix} stage is not after the one before it")
+    maker: dict[str, int] = {}
+    for index, node in enumerate(graph.node):
+        part = max((k + 1 for k, (nodes, _) in enumerate(stages) if index in nodes), default=0)
+        for name in node.output:
+            maker[name] = part
+    outputs: list[list[str]] = [[] for _ in range(len(stages) + 1)]
+    for k, (_, cut) in enumerate(stages):
+        for name in cut:
+            if name in graph_inputs:  # a stage reading the model's own inputs: not a clean cut
+                raise SplitError(f"the {prefixes[k]} stage reads the model's input {name}")
+            part = maker[name]
+            if part > k:
+                raise SplitError(f"{name} is read by the {prefixes[k]} stage before it is made")
+            if name not in outputs[part]:
+                outputs[part].append(name)
+    audio = graph_outputs[0]
+    if maker.get(audio) != len(stages):
+        raise SplitError(f"the model's output {audio} is not made by the last stage")
+    outputs[-1].append(audio)
+    return _Plan([graph_inputs, *(cut for _, cut in stages)], [tuple(o) for o in outputs])
+
+
+def _manifest_ok(manifest: Path, source_sha: str, prefixes: Sequence[str]) -> SplitParts | None:
+    try:
+        data = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return None
+    if (
+        data.get("version") != SPLIT_VERSION
+        or data.get("source_sha256") != source_sha
+        or data.get("prefixes") != list(prefixes)
+    ):
+        return None
+    parts: list[StagePart] = []
+    for entry in data["parts"]:
+        path = manifest.parent / entry["file"]
+        if not path.is_file() or sha256_of(path) != entry["sha256"]:
+            logger.warning("split model part %s is missing or damaged: rebuilding", path)
+            return None
+        parts.append(StagePart(path, tuple(entry["inputs"]), tuple(entry["outputs"])))
+    return SplitParts(parts[0], tuple(parts[1:]))
+
+
+def split_model(model: Path, cache_dir: Path, prefixes: Sequence[str]) -> SplitParts:
+    """Cut ``model`` before each prefix's stage (in order) into ``cache_dir``, or reuse the
+    parts already there when their manifest and checksums match. Raises ``SplitError`` when
+    the graph cannot be cut so."""
+    import onnx.utils
+
+    source_sha = sha256_of(model)
+    base = f"{model.stem}-{source_sha[:16]}"
+    manifest = cache_dir / f"{base}.split.json"
+    cached = _manifest_ok(manifest, source_sha, prefixes)
+    if cached is not None:
+        return cached
+    plan = _plan(model, prefixes)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    entries: list[dict[str, object]] = []
+    parts: list[StagePart] = []
+    for index, (ins, outs) in enumerate(zip(plan.inputs, plan.outputs, strict=True)):
+        path = cache_dir / f"{base}.part{index}.onnx"
+        partial = path.with_name(path.name + ".partial")
+        onnx.utils.extract_model(str(model), str(partial), list(ins), list(outs))
+        partial.replace(path)
+        entries.append(
+            {
+                "file": path.name,
+                "inputs": list(ins),
+                "outputs": list(outs),
+                "sha256": sha256_of(path),
+            }
+        )
+        parts.append(StagePart(path, ins, outs))
+    manifest.write_text(
+        json.dumps(
+            {
+                "version": SPLIT_VERSION,
+                "source": model.name,
+                "source_sha256": source_sha,
+                "prefixes": list(prefixes),
+                "parts": entries,
+            },
+            indent=2,
+        )
+    )
+    return SplitParts(parts[0], tuple(parts[1:]))

@@ -1,0 +1,182 @@
+"""Piper split at its flow and vocoder and run window by window: the parts are cut once and
+cached with checksums, the windows join into the same samples as a one-shot run, the words
+survive with Piper's noise on (as in production), and a voice that cannot be split still speaks
+whole and says so."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engines import piper_engine
+from engines.audio import float_to_pcm16
+from engines.config import WindowedSettings
+from engines.onnx_split import SplitError, split_model
+from engines.piper_engine import (
+    MIN_WINDOWED_SNR_DB,
+    PiperBackend,
+    _Options,
+    bundled_voice_dir,
+    piper_feeds,
+    snr_db,
+)
+from engines.voices import PiperBinding
+from engines.windowed_model import FIRST_WINDOW_FRAMES, MAX_WINDOW_FRAMES, window_bounds
+from tests.transcriber import Transcriber, word_error_rate
+
+VOICE = "en_US-joe-medium"
+SENTENCE = "The translation for this room begins now, so please listen to every word of it."
+LONG_TEXT = (
+    "Good morning everyone, and welcome to the quarterly review, where we will look at the "
+    "numbers from every region and decide what to do next."
+)
+MAX_WER = 0.1
+
+
+def voice_path() -> Path:
+    directory = bundled_voice_dir()
+    assert directory is not None
+    return directory / f"{VOICE}.onnx"
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PiperBackend]:
+    """Production settings (noise on), its split cached in a fresh directory."""
+    loaded = PiperBackend(
+        tmp_path_factory.mktemp("models"),
+        WindowedSettings(workers=1, intra_op_threads=1, latency_intra_op_threads=2),
+    )
+    loaded.load()
+    assert loaded.ready, loaded.detail
+    yield loaded
+    loaded.close()
+
+
+def test_windows_cover_the_frames_once_and_grow() -> None:
+    for frames in (1, 5, FIRST_WINDOW_FRAMES, 13, 100, 367, 2000):
+        bounds = list(window_bounds(frames))
+        assert bounds[0][0] == 0 and bounds[-1][1] == frames
+        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
+        # a remainder under half a window joins the window before it
+        assert bounds[0][1] <= FIRST_WINDOW_FRAMES * 3 // 2
+        sizes = [end - start for start, end in bounds]
+        assert max(sizes) <= MAX_WINDOW_FRAMES * 3 // 2
+    assert [end - start for start, end in window_bounds(400)] == [12, 48, 192, 148]
+
+
+def test_the_voice_is_split_at_its_flow_and_vocoder_and_health_says_so(
+    backend: PiperBackend,
+) -> None:
+    status = backend.streaming()
+    assert status["within_piece"] is True
+    assert status["voices"] == {VOICE: "windowed (/flow/12, /dec/10)"}
+    assert backend.streams_within_piece
+
+
+def test_split_parts_are_cached_with_checksums_and_rebuilt_when_damaged(tmp_path: Path) -> None:
+    parts = split_model(voice_path(), tmp_path, ["/flow/", "/dec/"])
+    # the cut is found from the graph: the flow reads the prior sample and the mask, the
+    # vocoder the masked latent
+    assert parts.stages[0].inputs == ("/Add_output_0", "/Cast_2_output_0")
+    assert parts.stages[1].inputs == ("/Mul_7_output_0",)
+    assert parts.audio_output == "output"
+    manifest = json.loads(next(tmp_path.glob("*.split.json")).read_text())
+    assert len(manifest["parts"]) == 3 and all(len(p["sha256"]) == 64 for p in manifest["parts"])
+
+    built = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.onnx")}
+    assert split_model(voice_path(), tmp_path, ["/flow/", "/dec/"]) == parts
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.onnx")} == built  # reused
+
+    damaged = parts.stages[1].path
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    again = split_model(voice_path(), tmp_path, ["/flow/", "/dec/"])
+    assert again == parts
+    assert damaged.stat().st_size > 1000  # rebuilt in full
+
+
+def test_a_graph_without_the_stage_cannot_be_split(tmp_path: Path) -> None:
+    with pytest.raises(SplitError, match="no node named /vocoder/"):
+        split_model(voice_path(), tmp_path, ["/vocoder/"])
+    with pytest.raises(SplitError, match="not after"):
+        split_model(voice_path(), tmp_path, ["/dec/", "/flow/"])
+
+
+def test_windows_join_into_the_samples_of_a_one_shot_run_with_noise_on(
+    backend: PiperBackend,
+) -> None:
+    """Same latent (the front's noise drawn once), decoded in one window and in growing
+    windows: equal to within the stated tolerance, so window joins add no clicks."""
+    loaded = backend._voices[VOICE]
+    model = loaded.windowed
+    assert model is not None
+    ids = loaded.voice.phonemes_to_ids(loaded.voice.phonemize(LONG_TEXT)[0])
+    options = _Options(VOICE, None, None, None, None)  # the voice's own noise scales
+    latent = model.front(piper_feeds(loaded.voice, ids, options))
+    assert latent.frames > 3 * FIRST_WINDOW_FRAMES
+    one_shot = model.audio(latent, 0, latent.frames)
+    windows = list(model.windows(latent))
+    assert len(windows) >= 3
+    assert windows[0].size == FIRST_WINDOW_FRAMES * 256
+    joined = np.concatenate(windows)
+    assert joined.size == one_shot.size == latent.frames * 256
+    assert snr_db(one_shot, joined) >= MIN_WINDOWED_SNR_DB
+    assert float(np.max(np.abs(one_shot - joined))) < 1e-2
+
+
+def test_windowed_speech_matches_the_whole_model_without_noise(backend: PiperBackend) -> None:
+    loaded = backend._voices[VOICE]
+    assert loaded.windowed is not None
+    ids = loaded.voice.phonemes_to_ids(loaded.voice.phonemize(SENTENCE)[0])
+    quiet = _Options(VOICE, None, None, 0.0, 0.0)
+    feeds = piper_feeds(loaded.voice, ids, quiet)
+    whole = np.asarray(loaded.voice.session.run(None, feeds)[0], np.float32).reshape(-1)
+    windowed = np.concatenate(list(loaded.windowed.windows(loaded.windowed.front(feeds))))
+    assert snr_db(whole, windowed) >= MIN_WINDOWED_SNR_DB
+
+
+@pytest.mark.parametrize("latency_critical", [False, True])
+def test_windowed_speech_with_noise_is_the_words_asked_for(
+    backend: PiperBackend, transcriber: Transcriber, latency_critical: bool
+) -> None:
+    tts = backend.create_tts(
+        PiperBinding(model=VOICE), speed=1.0, latency_critical=latency_critical
+    )
+    blocks = list(tts._render(SENTENCE, threading.Event()))
+    assert len(blocks) >= 3  # streamed window by window
+    audio = np.concatenate(blocks)
+    heard = transcriber.transcribe(float_to_pcm16(audio), 22_050)
+    assert word_error_rate(SENTENCE, heard) <= MAX_WER, heard
+
+
+def test_a_voice_that_cannot_be_split_speaks_whole_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transcriber: Transcriber
+) -> None:
+    monkeypatch.setattr(piper_engine, "WINDOWED_STAGES", ((("/vocoder/", 10),),))
+    whole = PiperBackend(tmp_path, WindowedSettings(workers=1, intra_op_threads=1))
+    whole.load()
+    assert whole.ready, whole.detail
+    status = whole.streaming()
+    assert status["within_piece"] is False
+    voices = status["voices"]
+    assert isinstance(voices, dict)
+    assert voices[VOICE].startswith("whole: /vocoder/: no node named /vocoder/")
+    tts = whole.create_tts(PiperBinding(model=VOICE), speed=1.0)
+    blocks = list(tts._render(SENTENCE, threading.Event()))
+    assert len(blocks) == 1
+    heard = transcriber.transcribe(float_to_pcm16(blocks[0]), 22_050)
+    assert word_error_rate(SENTENCE, heard) <= MAX_WER, heard
+
+
+def test_windowing_can_be_turned_off(tmp_path: Path) -> None:
+    off = PiperBackend(tmp_path, WindowedSettings(workers=1, windowed=False))
+    off.load()
+    assert off.streaming() == {
+        "within_piece": False,
+        "voices": {VOICE: "whole: windowed synthesis is off (engines.piper.windowed)"},
+    }
+    assert not list(tmp_path.glob(".cache/piper-split/*"))
