@@ -161,8 +161,10 @@ def shape_piece(samples: FloatAudio, sample_rate: int, policy: JoinPolicy) -> Fl
     return piece
 
 
-STREAM_HOLD_MS = 120
-"""Held back from a streamed piece until it ends, so its end can still be trimmed and faded."""
+STREAM_HOLD_MS = 30
+"""Held back from a streamed piece until it ends, so its end can still be faded (more than
+``fade_out_ms``). Short: a windowed engine's first window is ~140 ms, of which ~20-50 ms is
+leading silence, and what is held is not heard yet."""
 
 
 class PieceStreamer:

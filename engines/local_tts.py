@@ -29,6 +29,9 @@ NO_RETRY = APIConnectOptions(max_retry=0, timeout=30.0)
 EMITTER_FRAME_MS = 200
 """Frames as the engine hands them over; the pipeline joins them per piece anyway (20 ms
 frames cost ~5 ms per second of audio), and the LiveKit track re-frames to 20 ms."""
+STREAMING_FRAME_MS = 20
+"""Frames of a piece played as it is made (a windowed engine's first piece): the emitter holds
+back less than a frame, where 200 ms frames would hold a whole first window."""
 
 T = TypeVar("T")
 
@@ -81,7 +84,15 @@ async def iterate_in_thread(
 class LocalTTS(tts.TTS[Any], ABC):
     """A LiveKit TTS backed by a model in this process (see module doc)."""
 
-    def __init__(self, *, engine: str, sample_rate: int, executor: Executor, language: str) -> None:
+    def __init__(
+        self,
+        *,
+        engine: str,
+        sample_rate: int,
+        executor: Executor,
+        language: str,
+        frame_ms: int = EMITTER_FRAME_MS,
+    ) -> None:
         super().__init__(
             capabilities=tts.TTSCapabilities(streaming=False),
             sample_rate=sample_rate,
@@ -90,6 +101,7 @@ class LocalTTS(tts.TTS[Any], ABC):
         self._engine = engine
         self._executor = executor
         self._language = language
+        self.frame_ms = frame_ms
 
     @property
     def provider(self) -> str:
@@ -131,7 +143,7 @@ class LocalChunkedStream(tts.ChunkedStream):
             sample_rate=local.sample_rate,
             num_channels=1,
             mime_type="audio/pcm",
-            frame_size_ms=EMITTER_FRAME_MS,
+            frame_size_ms=local.frame_ms,
         )
         try:
             async for block in iterate_in_thread(

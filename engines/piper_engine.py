@@ -22,7 +22,7 @@ from .audio import FloatAudio
 from .backend import EngineBackend, EngineNotInstalled, EngineProfile
 from .config import WindowedSettings
 from .deadline_executor import DeadlineExecutor
-from .local_tts import LocalTTS
+from .local_tts import EMITTER_FRAME_MS, STREAMING_FRAME_MS, LocalTTS
 from .names import EngineName, QualityTier, primary_language
 from .onnx_split import SplitError, split_model
 from .voices import Binding, PiperBinding
@@ -292,6 +292,7 @@ class PiperTTS(LocalTTS):
             sample_rate=loaded.sample_rate,
             executor=backend._executor,
             language=loaded.language,
+            frame_ms=STREAMING_FRAME_MS if latency_critical else EMITTER_FRAME_MS,
         )
         self._backend = backend
         self._loaded = loaded
