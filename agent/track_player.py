@@ -1,6 +1,6 @@
 """One published audio track (a language/voice) and its FIFO of utterances.
 
-Audio goes out frame by frame (20 ms at 48 kHz) as the engines make it: nothing is written
+Audio goes out as the engines make it, in frames of 10 to 100 ms at 48 kHz: nothing is written
 to a file, no utterance is buffered whole, and nothing is sent while the track is idle.
 """
 
@@ -27,8 +27,14 @@ from engines.errors import HiveTTSError
 
 logger = logging.getLogger(__name__)
 
-FRAME_MS = 20
+FRAME_MS = 10
 FRAME_SAMPLES = LIVEKIT_SAMPLE_RATE * FRAME_MS // 1000
+"""The unit audio is handed to WebRTC in (what WebRTC itself consumes)."""
+MAX_FRAME_MS = 100
+"""The most handed over in one call. Each ``capture_frame`` is an FFI round trip whose
+completion event wakes the event loop of every room in the worker waiting on one of its own,
+so 20 ms frames cost a worker with 8 rooms speaking 8 x 50 x 8 wakeups a second."""
+MAX_FRAME_SAMPLES = LIVEKIT_SAMPLE_RATE * MAX_FRAME_MS // 1000
 SOURCE_QUEUE_MS = 200
 """Audio handed to WebRTC ahead of playout: room for the loop to stall without a gap."""
 INTERRUPT_FADE_MS = 5
@@ -48,8 +54,9 @@ class QueuedSpeech:
 
 
 class _FrameWriter:
-    """Cuts chunks into 20 ms frames (carrying the remainder over) and remembers what went out,
-    so an interruption can fade from the sample actually playing."""
+    """Hands chunks over in whole 10 ms units, up to 100 ms a call (carrying a remainder under
+    10 ms over), and remembers what went out, so an interruption can fade from the sample
+    actually playing."""
 
     def __init__(self, source: rtc.AudioSource) -> None:
         self._source = source
@@ -62,8 +69,8 @@ class _FrameWriter:
         data = np.concatenate([self._carry, pcm]) if self._carry.size else pcm
         whole = data.size - data.size % FRAME_SAMPLES
         self._carry = data[whole:].copy()
-        for start in range(0, whole, FRAME_SAMPLES):
-            await self.capture(data[start : start + FRAME_SAMPLES])
+        for start in range(0, whole, MAX_FRAME_SAMPLES):
+            await self.capture(data[start : min(whole, start + MAX_FRAME_SAMPLES)])
 
     async def finish(self) -> None:
         """Send the remainder, padded to a whole frame (utterances end on a fade)."""
@@ -80,7 +87,7 @@ class _FrameWriter:
         self.samples_out += frame.size
         self._recent.append(frame)
         self._recent_samples += frame.size
-        keep = LIVEKIT_SAMPLE_RATE * (SOURCE_QUEUE_MS + 2 * FRAME_MS) // 1000
+        keep = LIVEKIT_SAMPLE_RATE * (SOURCE_QUEUE_MS + 2 * MAX_FRAME_MS) // 1000
         while self._recent_samples - self._recent[0].size > keep:
             self._recent_samples -= self._recent.popleft().size
 
@@ -91,7 +98,7 @@ class _FrameWriter:
         playing_at = max(0, recent.size - queued)
         fade = LIVEKIT_SAMPLE_RATE * INTERRUPT_FADE_MS // 1000
         tail = recent[playing_at : playing_at + fade].astype(np.float32)
-        out = np.zeros(FRAME_SAMPLES // 2, dtype=np.int16)
+        out = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         out[: tail.size] = (tail * np.linspace(1.0, 0.0, tail.size, dtype=np.float32)).astype(
             np.int16
         )

@@ -84,17 +84,55 @@ def _downstream(graph: Any, seeds: Iterable[int]) -> set[int]:
     return found
 
 
-def _stage(graph: Any, prefix: str, constants: set[str]) -> tuple[set[int], tuple[str, ...]]:
+def _upstream(graph: Any, targets: Iterable[int]) -> set[int]:
+    """Indices of the target nodes and every node whose outputs they use, directly or not."""
+    producer = {name: i for i, node in enumerate(graph.node) for name in node.output}
+    found = set(targets)
+    todo = list(found)
+    while todo:
+        for name in graph.node[todo.pop()].input:
+            source = producer.get(name)
+            if source is not None and source not in found:
+                found.add(source)
+                todo.append(source)
+    return found
+
+
+def _foreign(name: str, own: Sequence[str]) -> bool:
+    """A node of another module (``/encoder/...``), not of these stages nor the root scope."""
+    return name.startswith("/") and name.count("/") >= 2 and not name.startswith(tuple(own))
+
+
+def _stage(
+    graph: Any, prefix: str, later: Sequence[str], constants: set[str]
+) -> tuple[set[int], tuple[str, ...]]:
     """The nodes of the part of the graph from the first ``prefix`` node on, and the tensors
     that enter it.
 
     That part is every node named with ``prefix`` and everything downstream of them (unnamed
-    helper nodes included); its inputs are the tensors it reads that are made before it, other
-    than constants and weights."""
-    seeds = [i for i, node in enumerate(graph.node) if node.name.startswith(prefix)]
-    if not seeds:
+    helper nodes and later stages included); its inputs are the tensors it reads that are made
+    before it, other than constants and weights. A ``prefix`` node whose output another module
+    also uses (an exporter may share one quantized input between modules) is left before the
+    stage, as are the constants."""
+    named = [
+        i
+        for i, node in enumerate(graph.node)
+        if node.name.startswith(prefix)
+        and node.op_type != "Constant"
+        and any(name and name not in constants for name in node.input)
+    ]
+    if not named:
         raise SplitError(f"no node named {prefix}...")
+    own = [prefix, *later]
+    shared = _upstream(
+        graph, [i for i in _downstream(graph, named) if _foreign(graph.node[i].name, own)]
+    )
+    seeds = [i for i in named if i not in shared]
+    if not seeds:
+        raise SplitError(f"every {prefix} node feeds another module")
     inside = _downstream(graph, seeds)
+    if any(_foreign(graph.node[i].name, own) for i in inside):
+        raise SplitError(f"the {prefix} stage feeds another module")
     made_inside = {name for i in inside for name in graph.node[i].output}
     inputs: list[str] = []
     for i in sorted(inside):
@@ -122,7 +160,9 @@ def _plan(model: Path, prefixes: Sequence[str]) -> _Plan:
     weights = {init.name for init in graph.initializer}
     graph_inputs = tuple(i.name for i in graph.input if i.name not in weights)
     graph_outputs = tuple(o.name for o in graph.output)
-    stages = [_stage(graph, prefix, constants) for prefix in prefixes]
+    stages = [
+        _stage(graph, prefix, prefixes[k + 1 :], constants) for k, prefix in enumerate(prefixes)
+    ]
     for (earlier, _), (later, _), prefix in zip(stages, stages[1:], prefixes[1:], strict=False):
         if not later < earlier:
             raise SplitError(f"the {prefix} stage is not after the one before it")
@@ -134,8 +174,8 @@ def _plan(model: Path, prefixes: Sequence[str]) -> _Plan:
     outputs: list[list[str]] = [[] for _ in range(len(stages) + 1)]
     for k, (_, cut) in enumerate(stages):
         for name in cut:
-            if name in graph_inputs:  # a stage reading the model's own inputs: not a clean cut
-                raise SplitError(f"the {prefixes[k]} stage reads the model's input {name}")
+            if name in graph_inputs:  # given to every part that reads it (a style vector)
+                continue
             part = maker[name]
             if part > k:
                 raise SplitError(f"{name} is read by the {prefixes[k]} stage before it is made")

@@ -22,8 +22,10 @@ import onnxruntime as ort
 
 from .onnx_split import SplitParts
 
-FIRST_WINDOW_FRAMES = 12
-WINDOW_GROWTH = 4
+FIRST_WINDOW_FRAMES = 14
+"""~160 ms of Piper audio: after its leading silence is trimmed and the streamer's hold, about
+100 ms is out while the second window (twice as long) is computed."""
+WINDOW_GROWTH = 2
 MAX_WINDOW_FRAMES = 192
 
 

@@ -16,7 +16,7 @@ from agent.speak_request import (
     parse_speak_packet,
     parse_stream_attributes,
 )
-from agent.track_player import FRAME_SAMPLES, INTERRUPT_FADE_MS, _FrameWriter
+from agent.track_player import FRAME_SAMPLES, INTERRUPT_FADE_MS, MAX_FRAME_SAMPLES, _FrameWriter
 from engines.audio import LIVEKIT_SAMPLE_RATE
 from engines.config import SpeakPermission
 from engines.errors import RequestError
@@ -101,16 +101,26 @@ def test_policy_from_config_and_room_metadata() -> None:
     assert base.narrowed_by('{"other": 1}') == base
 
 
-async def test_frames_are_20_ms_and_the_remainder_carries_over() -> None:
+async def test_audio_goes_in_10_ms_units_up_to_100_ms_and_the_remainder_carries_over() -> None:
     source = rtc.AudioSource(LIVEKIT_SAMPLE_RATE, 1, queue_size_ms=10_000)
     writer = _FrameWriter(source)
+    sizes: list[int] = []
+    capture = writer.capture
+
+    async def counted(frame: np.ndarray) -> None:
+        sizes.append(frame.size)
+        await capture(frame)
+
+    writer.capture = counted  # type: ignore[method-assign]
     await writer.write(np.ones(FRAME_SAMPLES * 2 + 100, dtype=np.int16))
     assert writer.samples_out == FRAME_SAMPLES * 2
     await writer.write(np.ones(FRAME_SAMPLES - 100, dtype=np.int16))
     assert writer.samples_out == FRAME_SAMPLES * 3
-    await writer.write(np.ones(50, dtype=np.int16))
+    await writer.write(np.ones(MAX_FRAME_SAMPLES * 2 + FRAME_SAMPLES + 50, dtype=np.int16))
+    assert sizes[-3:] == [MAX_FRAME_SAMPLES, MAX_FRAME_SAMPLES, FRAME_SAMPLES]
     await writer.finish()
-    assert writer.samples_out == FRAME_SAMPLES * 4  # the last frame padded, not dropped
+    assert sizes[-1] == FRAME_SAMPLES  # the last unit padded, not dropped
+    assert writer.samples_out == FRAME_SAMPLES * 5 + MAX_FRAME_SAMPLES * 2
     await source.aclose()
 
 

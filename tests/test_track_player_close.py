@@ -16,7 +16,7 @@ import pytest
 from agent.livekit_server import DevServer
 from agent.room_events import EventSender
 from agent.speak_request import SpeakMode, SpeakRequest
-from agent.track_player import FRAME_SAMPLES, QueuedSpeech, TrackPlayer
+from agent.track_player import QueuedSpeech, TrackPlayer
 from api.service_metrics import WorkerMetrics
 from engines.audio import LIVEKIT_SAMPLE_RATE, AudioChunk
 from engines.synthesizer import SynthesisRequest, UtteranceResult
@@ -25,7 +25,7 @@ from tests.livekit_fixtures import Participant, room_name
 CLOSE_BOUND_S = 5.0
 """aclose() must return well within this (it used to wait forever)."""
 UTTERANCE_S = 6.0
-FRAMES_PER_CHUNK = 5
+CHUNK_MS = 100
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -35,11 +35,11 @@ class ScriptedUtterance:
 
     def __init__(self, seconds: float) -> None:
         self.result = UtteranceResult(voice_id="scripted", language="en", engines=["scripted"])
-        self._chunks = round(seconds * 1000 / (FRAMES_PER_CHUNK * 20))
+        self._chunks = round(seconds * 1000 / CHUNK_MS)
         self.closed = False
 
     async def __aiter__(self) -> AsyncIterator[AudioChunk]:
-        samples = FRAME_SAMPLES * FRAMES_PER_CHUNK
+        samples = LIVEKIT_SAMPLE_RATE * CHUNK_MS // 1000
         tone = (3000 * np.sin(np.arange(samples) * 0.05)).astype(np.int16)
         for _ in range(self._chunks):
             await asyncio.sleep(samples / LIVEKIT_SAMPLE_RATE)

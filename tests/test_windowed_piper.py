@@ -66,7 +66,7 @@ def test_windows_cover_the_frames_once_and_grow() -> None:
         assert bounds[0][1] <= FIRST_WINDOW_FRAMES * 3 // 2
         sizes = [end - start for start, end in bounds]
         assert max(sizes) <= MAX_WINDOW_FRAMES * 3 // 2
-    assert [end - start for start, end in window_bounds(400)] == [12, 48, 192, 148]
+    assert [end - start for start, end in window_bounds(400)] == [14, 28, 56, 112, 190]
 
 
 def test_the_voice_is_split_at_its_flow_and_vocoder_and_health_says_so(
@@ -102,7 +102,7 @@ def test_split_parts_are_cached_with_checksums_and_rebuilt_when_damaged(tmp_path
 def test_a_graph_without_the_stage_cannot_be_split(tmp_path: Path) -> None:
     with pytest.raises(SplitError, match="no node named /vocoder/"):
         split_model(voice_path(), tmp_path, ["/vocoder/"])
-    with pytest.raises(SplitError, match="not after"):
+    with pytest.raises(SplitError, match="feeds another module|not after"):
         split_model(voice_path(), tmp_path, ["/dec/", "/flow/"])
 
 
