@@ -136,6 +136,12 @@ class LocalChunkedStream(tts.ChunkedStream):
         super().__init__(tts=tts, input_text=input_text, conn_options=conn_options)
         self._local = tts
 
+    def _pcm_blocks(self, stop: threading.Event) -> Iterator[bytes]:
+        """In the engine's thread: synthesis and the conversion to 16-bit PCM, so the event
+        loop only hands bytes on."""
+        for block in self._local._render_text(self.input_text, stop):
+            yield float_to_pcm16(block).tobytes()
+
     async def _run(self, output_emitter: tts.AudioEmitter) -> None:
         local = self._local
         output_emitter.initialize(
@@ -146,10 +152,8 @@ class LocalChunkedStream(tts.ChunkedStream):
             frame_size_ms=local.frame_ms,
         )
         try:
-            async for block in iterate_in_thread(
-                local._executor, lambda stop: local._render_text(self.input_text, stop)
-            ):
-                output_emitter.push(float_to_pcm16(block).tobytes())
+            async for pcm in iterate_in_thread(local._executor, self._pcm_blocks):
+                output_emitter.push(pcm)
         except APIError:
             raise
         except Exception as exc:

@@ -31,6 +31,7 @@ from .audio import (
     AudioChunk,
     FloatAudio,
     JoinPolicy,
+    Pcm16,
     PieceStreamer,
     float_to_pcm16,
     pause,
@@ -350,13 +351,15 @@ class Utterance:
             assert voice is not None
             if candidate.engine.value not in self.result.engines:
                 self.result.engines.append(candidate.engine.value)
-            shaped = shape_piece(audio, voice.sample_rate, policy)
-            if shaped.size == 0:
+            # trimming, spacing and resampling a whole piece is milliseconds of work: off the
+            # event loop, which other sessions' audio goes through
+            pcm = await asyncio.get_running_loop().run_in_executor(
+                None, _finish_piece, audio, voice.sample_rate, prepared.sample_rate, after, policy
+            )
+            del audio  # a session waiting on a slow reader holds PCM only
+            if pcm.size == 0:
                 continue
-            joined = np.concatenate([pause(after, voice.sample_rate, policy), shaped])
-            out = resample(joined, voice.sample_rate, prepared.sample_rate)
-            chunk = AudioChunk(float_to_pcm16(out), prepared.sample_rate, piece.text)
-            del audio, shaped, joined, out  # a session waiting on a slow reader holds PCM only
+            chunk = AudioChunk(pcm, prepared.sample_rate, piece.text)
             await self._emit(chunk, candidate, piece_started)
             self.result.pieces += 1
             after = piece.boundary
@@ -415,6 +418,18 @@ class Utterance:
                 await send(streamer.finish())  # what was heard ends with a fade, not a click
             raise
         await send(streamer.finish())
+
+
+def _finish_piece(
+    audio: FloatAudio, rate: int, out_rate: int, after: Boundary | None, policy: JoinPolicy
+) -> Pcm16:
+    """A piece's audio trimmed, faded, after the pause its predecessor's boundary calls for,
+    at the output rate (empty when the piece was silent)."""
+    shaped = shape_piece(audio, rate, policy)
+    if shaped.size == 0:
+        return np.zeros(0, dtype=np.int16)
+    joined = np.concatenate([pause(after, rate, policy), shaped])
+    return float_to_pcm16(resample(joined, rate, out_rate))
 
 
 async def _pieces_of(pieces: list[TextPiece]) -> AsyncIterator[TextPiece]:
