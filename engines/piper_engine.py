@@ -26,7 +26,7 @@ from .local_tts import EMITTER_FRAME_MS, STREAMING_FRAME_MS, LocalTTS
 from .names import EngineName, QualityTier, primary_language
 from .onnx_split import SplitError, split_model
 from .voices import Binding, PiperBinding
-from .windowed_model import WindowedModel
+from .windowed_model import FIRST_AUDIO, WHOLE_PIECES, WindowedModel
 
 logger = logging.getLogger(__name__)
 
@@ -298,6 +298,7 @@ class PiperTTS(LocalTTS):
         self._loaded = loaded
         self._model = loaded.latency_voice if latency_critical else loaded.voice
         self._windowed = loaded.latency_windowed if latency_critical else loaded.windowed
+        self._plan = FIRST_AUDIO if latency_critical else WHOLE_PIECES
         base_scale = loaded.voice.config.length_scale
         self._opts = replace(options, length_scale=base_scale / speed)
 
@@ -322,7 +323,7 @@ class PiperTTS(LocalTTS):
                 yield _whole(voice, ids, opts)
                 continue
             latent = windowed.front(piper_feeds(voice, ids, opts))
-            for audio in windowed.windows(latent):  # each window is out as soon as it exists
+            for audio in windowed.windows(latent, self._plan):  # each is out as soon as it exists
                 yield np.clip(audio, -1.0, 1.0)
                 if stop.is_set():
                     return

@@ -61,9 +61,12 @@ class SegmenterLimits:
 LATIN_LIMITS = SegmenterLimits(
     first_max_chars=60, min_chars=8, first_clause_min_chars=14, max_chars=200, growth=2.5
 )
-# Kokoro's cost per piece is mostly fixed here, so very short Japanese pieces buy little
+# Kokoro decodes a piece whole (its decoder normalises over the whole piece, so windows of it
+# cost quality: docs/benchmarks.md) at ~8 ms per 25 ms frame here, so the first Japanese piece
+# is a short phrase: 8 characters gave first audio at 0.8 s against 1.2 s for 16, with the same
+# whisper CER and DNSMOS (tools/stream_bench.py)
 CJK_LIMITS = SegmenterLimits(
-    first_max_chars=16, min_chars=4, first_clause_min_chars=4, max_chars=80, growth=1.6
+    first_max_chars=8, min_chars=4, first_clause_min_chars=4, max_chars=80, growth=1.6
 )
 CLAUSE_SLACK = 1.25
 """A clause mark may end a piece this much past the limit: it beats a cut between words."""

@@ -22,29 +22,38 @@ import onnxruntime as ort
 
 from .onnx_split import SplitParts
 
-FIRST_WINDOW_FRAMES = 14
-"""~160 ms of Piper audio: after its leading silence is trimmed and the streamer's hold, about
-100 ms is out while the second window (twice as long) is computed."""
-WINDOW_GROWTH = 2
-MAX_WINDOW_FRAMES = 192
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Window sizes in latent frames: ``first``, then ``second``, then doubling up to
+    ``largest``."""
+
+    first: int
+    second: int
+    largest: int
 
 
-def window_bounds(
-    frames: int,
-    first: int = FIRST_WINDOW_FRAMES,
-    growth: int = WINDOW_GROWTH,
-    largest: int = MAX_WINDOW_FRAMES,
-) -> Iterator[tuple[int, int]]:
-    """``[start, end)`` of each window over ``frames`` latent frames: ``first``, then each
-    ``growth`` times the last, up to ``largest``. A remainder shorter than half a window joins
-    the window before it."""
-    start, size = 0, first
+FIRST_AUDIO = WindowPlan(first=14, second=48, largest=192)
+"""A piece played as it is made. 14 Piper frames are ~160 ms of audio; after the leading silence
+is trimmed and the streamer's hold, ~100 ms of it is out while the 48-frame window after it is
+computed (~50 ms on two threads); each later window has the audio before it to hide behind."""
+WHOLE_PIECES = WindowPlan(first=384, second=384, largest=384)
+"""A piece that is collected whole anyway: one window (no context to pay for) up to ~6.7 s of
+Piper audio, and windows of ~4.5 s beyond, so memory stays bounded however long the piece."""
+
+
+def window_bounds(frames: int, plan: WindowPlan = FIRST_AUDIO) -> Iterator[tuple[int, int]]:
+    """``[start, end)`` of each window over ``frames`` latent frames (see ``WindowPlan``). A
+    remainder shorter than half a window joins the window before it."""
+    start, size, index = 0, plan.first, 0
     while start < frames:
         end = min(frames, start + size)
         if frames - end < size // 2:
             end = frames
         yield start, end
-        start, size = end, min(largest, size * growth)
+        index += 1
+        start = end
+        size = plan.second if index == 1 else min(plan.largest, size * 2)
 
 
 @dataclass
@@ -115,7 +124,7 @@ class WindowedModel:
         per_frame = wave.size // (high - low)
         return wave[(start - low) * per_frame : (end - low) * per_frame]
 
-    def windows(self, latent: Latent) -> Iterator[np.ndarray]:
+    def windows(self, latent: Latent, plan: WindowPlan = FIRST_AUDIO) -> Iterator[np.ndarray]:
         """The piece's audio, one window at a time (see ``window_bounds``)."""
-        for start, end in window_bounds(latent.frames):
+        for start, end in window_bounds(latent.frames, plan):
             yield self.audio(latent, start, end)

@@ -387,6 +387,13 @@ async def test_health_passes_with_engines_sessions_queue_uptime_and_memory(
     for name in ("piper", "kokoro", "espeak-ng"):
         assert engines[name]["state"] == "ready" and engines[name]["available"]
     assert engines["xtts"]["state"] == "not_installed"
+    # how each engine's audio for a piece arrives: Piper's voice is decoded in windows
+    assert engines["piper"]["streaming"] == {
+        "within_piece": True,
+        "voices": {"en_US-joe-medium": "windowed (/flow/12, /dec/10)"},
+    }
+    assert engines["kokoro"]["streaming"] == {"within_piece": False}
+    assert engines["xtts"]["streaming"] is None  # not loaded
     assert health["active_sessions"] == 0
     assert isinstance(health["queue_depth"], int) and health["queue_depth"] >= 0
     assert health["uptime_s"] >= 0
