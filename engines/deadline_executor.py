@@ -98,6 +98,7 @@ class DeadlineExecutor(ThreadPoolExecutor):
         super().__init__(max_workers, thread_name_prefix, initializer, initargs)
         self._jobs: list[_Job] = []
         self._jobs_lock = threading.Lock()
+        self._running = 0
         self._order = itertools.count()
         self.seconds_per_char = DEFAULT_SECONDS_PER_CHAR
 
@@ -118,6 +119,11 @@ class DeadlineExecutor(ThreadPoolExecutor):
     @property
     def max_workers(self) -> int:
         return self._max_workers
+
+    @property
+    def running(self) -> int:
+        """Jobs being run now."""
+        return self._running
 
     @property
     def waiting(self) -> int:
@@ -164,6 +170,8 @@ class DeadlineExecutor(ThreadPoolExecutor):
         if not job.future.set_running_or_notify_cancel():
             return
         started = time.perf_counter()
+        with self._jobs_lock:
+            self._running += 1
         try:
             result = job.call()
         except BaseException as exc:
@@ -171,6 +179,9 @@ class DeadlineExecutor(ThreadPoolExecutor):
         else:
             job.future.set_result(result)
             self._learn(job, time.perf_counter() - started)
+        finally:
+            with self._jobs_lock:
+                self._running -= 1
 
     def _learn(self, job: _Job, seconds: float) -> None:
         if job.due.characters > 0:

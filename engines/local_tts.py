@@ -29,9 +29,7 @@ NO_RETRY = APIConnectOptions(max_retry=0, timeout=30.0)
 EMITTER_FRAME_MS = 200
 """Frames as the engine hands them over; the pipeline joins them per piece anyway (20 ms
 frames cost ~5 ms per second of audio), and the LiveKit track re-frames to 20 ms."""
-STREAMING_FRAME_MS = 20
-"""Frames of a piece played as it is made (a windowed engine's first piece): the emitter holds
-back less than a frame, where 200 ms frames would hold a whole first window."""
+
 
 T = TypeVar("T")
 
@@ -91,7 +89,6 @@ class LocalTTS(tts.TTS[Any], ABC):
         sample_rate: int,
         executor: Executor,
         language: str,
-        frame_ms: int = EMITTER_FRAME_MS,
     ) -> None:
         super().__init__(
             capabilities=tts.TTSCapabilities(streaming=False),
@@ -101,7 +98,6 @@ class LocalTTS(tts.TTS[Any], ABC):
         self._engine = engine
         self._executor = executor
         self._language = language
-        self.frame_ms = frame_ms
 
     @property
     def provider(self) -> str:
@@ -149,11 +145,14 @@ class LocalChunkedStream(tts.ChunkedStream):
             sample_rate=local.sample_rate,
             num_channels=1,
             mime_type="audio/pcm",
-            frame_size_ms=local.frame_ms,
+            frame_size_ms=EMITTER_FRAME_MS,
         )
         try:
             async for pcm in iterate_in_thread(local._executor, self._pcm_blocks):
                 output_emitter.push(pcm)
+                # each block (a windowed engine's window) goes on at once, in frames of up to
+                # 200 ms: the emitter would otherwise hold a partial frame until more came
+                output_emitter.flush()
         except APIError:
             raise
         except Exception as exc:

@@ -22,7 +22,7 @@ from .audio import FloatAudio
 from .backend import EngineBackend, EngineNotInstalled, EngineProfile
 from .config import WindowedSettings
 from .deadline_executor import DeadlineExecutor
-from .local_tts import EMITTER_FRAME_MS, STREAMING_FRAME_MS, LocalTTS
+from .local_tts import LocalTTS
 from .names import EngineName, QualityTier, primary_language
 from .onnx_split import SplitError, split_model
 from .voices import Binding, PiperBinding
@@ -37,7 +37,8 @@ WINDOWED_STAGES: tuple[tuple[tuple[str, int], ...], ...] = (
 )
 """The cuts tried, best first: the flow and the vocoder windowed, else the vocoder alone
 (the flow then runs with the front). Each stage's context in latent frames, measured against a
-one-shot run of the joe voice: flow 12 + vocoder 10 gives > 100 dB SNR (docs/benchmarks.md)."""
+one-shot run of the joe voice, on the check phrase with noise off: flow 12 + vocoder 10 gives
+92 dB SNR, 10 + 10 70 dB, 8 + 10 55 dB (docs/benchmarks.md)."""
 MIN_WINDOWED_SNR_DB = 60.0
 """A split that differs more from the whole model on the check phrase is not used."""
 CHECK_PHRASE = "Windowed speech starts here, and sounds the same."
@@ -292,15 +293,23 @@ class PiperTTS(LocalTTS):
             sample_rate=loaded.sample_rate,
             executor=backend._executor,
             language=loaded.language,
-            frame_ms=STREAMING_FRAME_MS if latency_critical else EMITTER_FRAME_MS,
         )
         self._backend = backend
         self._loaded = loaded
-        self._model = loaded.latency_voice if latency_critical else loaded.voice
-        self._windowed = loaded.latency_windowed if latency_critical else loaded.windowed
+        self._latency_critical = latency_critical
         self._plan = FIRST_AUDIO if latency_critical else WHOLE_PIECES
         base_scale = loaded.voice.config.length_scale
         self._opts = replace(options, length_scale=base_scale / speed)
+
+    def _sessions(self) -> tuple[Any, WindowedModel | None]:
+        """The sessions with more threads for a first piece, and for any piece the engine's
+        pool runs alone (one reply on an idle machine finishes sooner); otherwise the
+        one-thread sessions, which give the most audio per core when pieces run side by side."""
+        loaded = self._loaded
+        pool = self._backend._executor
+        if self._latency_critical or (pool.running <= 1 and pool.waiting == 0):
+            return loaded.latency_voice, loaded.latency_windowed
+        return loaded.voice, loaded.windowed
 
     def update_options(self, *, speed: float | None = None) -> None:
         if speed is not None:
@@ -309,8 +318,7 @@ class PiperTTS(LocalTTS):
 
     def _render(self, text: str, stop: threading.Event) -> Iterator[FloatAudio]:
         opts = self._opts  # a later update_options() never changes this utterance
-        voice = self._model
-        windowed = self._windowed
+        voice, windowed = self._sessions()
         with self._backend._phonemize_lock:
             sentences = voice.phonemize(text)
         for phonemes in sentences:

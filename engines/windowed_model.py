@@ -25,18 +25,18 @@ from .onnx_split import SplitParts
 
 @dataclass(frozen=True)
 class WindowPlan:
-    """Window sizes in latent frames: ``first``, then ``second``, then doubling up to
-    ``largest``."""
+    """Window sizes in latent frames: ``first``, then ``second``, then ``largest`` each."""
 
     first: int
     second: int
     largest: int
 
 
-FIRST_AUDIO = WindowPlan(first=14, second=48, largest=192)
+FIRST_AUDIO = WindowPlan(first=14, second=48, largest=384)
 """A piece played as it is made. 14 Piper frames are ~160 ms of audio; after the leading silence
 is trimmed and the streamer's hold, ~100 ms of it is out while the 48-frame window after it is
-computed (~50 ms on two threads); each later window has the audio before it to hide behind."""
+computed (~50 ms on two threads); the rest (a first piece is at most ~300 frames) is one more
+window, computed while those ~700 ms play. Few windows: each pays for its context."""
 WHOLE_PIECES = WindowPlan(first=384, second=384, largest=384)
 """A piece that is collected whole anyway: one window (no context to pay for) up to ~6.7 s of
 Piper audio, and windows of ~4.5 s beyond, so memory stays bounded however long the piece."""
@@ -53,7 +53,7 @@ def window_bounds(frames: int, plan: WindowPlan = FIRST_AUDIO) -> Iterator[tuple
         yield start, end
         index += 1
         start = end
-        size = plan.second if index == 1 else min(plan.largest, size * 2)
+        size = plan.second if index == 1 else plan.largest
 
 
 @dataclass
