@@ -173,6 +173,23 @@ def test_results_errors_and_cancellation_reach_the_caller(
     assert ran == []
 
 
+def test_the_pool_counts_what_it_runs_and_what_waits(
+    one_worker: tuple[DeadlineExecutor, threading.Event],
+) -> None:
+    """What an engine reads to tell whether a piece runs alone (Piper then gives it more
+    threads)."""
+    executor, gate = one_worker
+    assert (executor.running, executor.waiting) == (1, 0)  # the held job
+    queued = executor.submit(lambda: None)
+    assert (executor.running, executor.waiting) == (1, 1)
+    gate.set()
+    queued.result(GATE_TIMEOUT_S)
+    deadline = time.monotonic() + GATE_TIMEOUT_S
+    while executor.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (executor.running, executor.waiting) == (0, 0)
+
+
 def test_shutdown_cancels_waiting_work_and_refuses_more(
     one_worker: tuple[DeadlineExecutor, threading.Event],
 ) -> None:
