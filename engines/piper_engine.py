@@ -302,12 +302,14 @@ class PiperTTS(LocalTTS):
         self._opts = replace(options, length_scale=base_scale / speed)
 
     def _sessions(self) -> tuple[Any, WindowedModel | None]:
-        """The sessions with more threads for a first piece, and for any piece the engine's
-        pool runs alone (one reply on an idle machine finishes sooner); otherwise the
-        one-thread sessions, which give the most audio per core when pieces run side by side."""
+        """The sessions with more threads when this piece is the only one the engine's pool
+        runs (a first piece starts sooner, one reply on an idle machine ends sooner); the
+        one-thread sessions when pieces run side by side, which gives the most audio per core
+        (two-thread sessions on busy cores wait on each other)."""
         loaded = self._loaded
         pool = self._backend._executor
-        if self._latency_critical or (pool.running <= 1 and pool.waiting == 0):
+        alone = pool.running <= 1
+        if alone and (self._latency_critical or pool.waiting == 0):
             return loaded.latency_voice, loaded.latency_windowed
         return loaded.voice, loaded.windowed
 
