@@ -13,6 +13,7 @@ model's SHA-256 and each part's, so a changed voice or a damaged part is rebuilt
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -213,16 +214,35 @@ def split_model(model: Path, cache_dir: Path, prefixes: Sequence[str]) -> SplitP
     """Cut ``model`` before each prefix's stage (in order) into ``cache_dir``, or reuse the
     parts already there when their manifest and checksums match. Raises ``SplitError`` when
     the graph cannot be cut so."""
-    import onnx.utils
 
     source_sha = sha256_of(model)
-    base = f"{model.stem}-{source_sha[:16]}"
+    cut = hashlib.sha256("|".join(prefixes).encode()).hexdigest()[:8]
+    base = f"{model.stem}-{source_sha[:16]}-{cut}"
     manifest = cache_dir / f"{base}.split.json"
     cached = _manifest_ok(manifest, source_sha, prefixes)
     if cached is not None:
         return cached
-    plan = _plan(model, prefixes)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    # processes starting together (a worker and a server) build the parts once, in turn
+    with (cache_dir / f"{base}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cached = _manifest_ok(manifest, source_sha, prefixes)
+        if cached is not None:
+            return cached
+        return _build(model, prefixes, cache_dir, base, source_sha, manifest)
+
+
+def _build(
+    model: Path,
+    prefixes: Sequence[str],
+    cache_dir: Path,
+    base: str,
+    source_sha: str,
+    manifest: Path,
+) -> SplitParts:
+    import onnx.utils
+
+    plan = _plan(model, prefixes)
     entries: list[dict[str, object]] = []
     parts: list[StagePart] = []
     for index, (ins, outs) in enumerate(zip(plan.inputs, plan.outputs, strict=True)):
@@ -239,7 +259,8 @@ def split_model(model: Path, cache_dir: Path, prefixes: Sequence[str]) -> SplitP
             }
         )
         parts.append(StagePart(path, ins, outs))
-    manifest.write_text(
+    written = manifest.with_name(manifest.name + ".partial")
+    written.write_text(
         json.dumps(
             {
                 "version": SPLIT_VERSION,
@@ -251,4 +272,5 @@ def split_model(model: Path, cache_dir: Path, prefixes: Sequence[str]) -> SplitP
             indent=2,
         )
     )
+    written.replace(manifest)
     return SplitParts(parts[0], tuple(parts[1:]))

@@ -6,6 +6,8 @@ whole and says so."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,6 +100,31 @@ def test_split_parts_are_cached_with_checksums_and_rebuilt_when_damaged(tmp_path
     again = split_model(voice_path(), tmp_path, ["/flow/", "/dec/"])
     assert again == parts
     assert damaged.stat().st_size > 1000  # rebuilt in full
+
+
+def test_processes_splitting_at_once_build_the_parts_once(tmp_path: Path) -> None:
+    """A worker and a server starting together on an empty cache: one builds, the other waits
+    and reuses its parts (each checks every part's SHA-256)."""
+    script = (
+        "import sys; from pathlib import Path; from engines.onnx_split import split_model; "
+        "parts = split_model(Path(sys.argv[1]), Path(sys.argv[2]), ['/flow/', '/dec/']); "
+        "print(parts.front.path)"
+    )
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(voice_path()), str(tmp_path)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outputs = {run.communicate(timeout=120)[0].strip() for run in runs}
+    assert all(run.returncode == 0 for run in runs)
+    assert len(outputs) == 1
+    assert split_model(voice_path(), tmp_path, ["/flow/", "/dec/"]).front.path == Path(
+        outputs.pop()
+    )
+    assert not list(tmp_path.glob("*.partial"))
 
 
 def test_a_graph_without_the_stage_cannot_be_split(tmp_path: Path) -> None:
