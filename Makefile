@@ -72,6 +72,7 @@ bench: install livekit
 	$(BIN)/python -m tools.room_bench
 	$(BIN)/python -m tools.cluster_bench --bursts 1,8,16
 	$(BIN)/python -m tools.engine_bench
+	$(BIN)/python -m tools.stream_bench
 
 clean:
 	rm -rf $(VENV) .cache out .mypy_cache .ruff_cache .pytest_cache
