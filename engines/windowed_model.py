@@ -32,11 +32,12 @@ class WindowPlan:
     largest: int
 
 
-FIRST_AUDIO = WindowPlan(first=14, second=48, largest=384)
-"""A piece played as it is made. 14 Piper frames are ~160 ms of audio; after the leading silence
-is trimmed and the streamer's hold, ~100 ms of it is out while the 48-frame window after it is
-computed (~50 ms on two threads); the rest (a first piece is at most ~300 frames) is one more
-window, computed while those ~700 ms play. Few windows: each pays for its context."""
+FIRST_AUDIO = WindowPlan(first=20, second=64, largest=384)
+"""A piece played as it is made. 20 Piper frames are ~230 ms of audio; after the leading
+silence is trimmed and the streamer's hold, ~170 ms of it is out while the 64-frame window after
+it is computed (~60 ms on two threads, a margin for a busy machine: a gap inside the first words
+costs more than a few ms of first audio); the rest (a first piece is at most ~300 frames) is one
+more window, computed while those ~900 ms play. Few windows: each pays for its context."""
 WHOLE_PIECES = WindowPlan(first=384, second=384, largest=384)
 """A piece that is collected whole anyway: one window (no context to pay for) up to ~6.7 s of
 Piper audio, and windows of ~4.5 s beyond, so memory stays bounded however long the piece."""

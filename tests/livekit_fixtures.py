@@ -59,17 +59,14 @@ def start_server(log_dir: Path) -> DevServer:
     return DevServer.start(log_dir=log_dir)
 
 
-WORKER_NICENESS = 5
+IDLE_LOAD = 0.3
 
 
 class WorkerProcess:
     """``hive-tts agent`` as a child process, its output watched for readiness."""
 
     def __init__(self, server: DevServer, config: Path | None, log_path: Path) -> None:
-        # below LiveKit and the listeners in CPU priority, as on the separate hosts of a
-        # deployment: on two shared cores a worker synthesizing sixteen rooms would otherwise
-        # starve the nodes' signalling and the listeners' connections (ping timeouts)
-        command = ["nice", "-n", str(WORKER_NICENESS), sys.executable, "-m", "hive_tts.cli", "-v"]
+        command = [sys.executable, "-m", "hive_tts.cli", "-v"]
         if config is not None:
             command += ["--config", str(config)]
         command += ["agent", "--metrics-port", "0", "--health-port", "0"]
@@ -126,6 +123,18 @@ class WorkerProcess:
             body = json.load(error)
         assert isinstance(body, dict)
         return body
+
+    def wait_idle(self, below: float = IDLE_LOAD, timeout: float = WORKER_START_TIMEOUT_S) -> None:
+        """Until the load the worker reports to LiveKit is below ``below``: a worker that has
+        just registered may still be warming up, and LiveKit gives a busy worker no rooms."""
+        deadline = time.monotonic() + timeout
+        while True:
+            load = self.status().get("load")
+            if isinstance(load, int | float) and load < below:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker still at load {load} after {timeout} s")
+            time.sleep(0.5)
 
     def served(self) -> list[dict[str, object]]:
         """The rooms the worker serves (its ``/rooms``): room, agent identity, tracks."""
