@@ -93,7 +93,9 @@ async def test_english_text_is_spoken_into_the_room(
     ttfa_ms, audible_s = await heard_after(room, "tts-en", sent)
     track = room.listener.tracks["tts-en"]
     assert track.sample_rates == {LIVEKIT_SAMPLE_RATE}
-    heard = transcriber.transcribe(track.audio(sent), LIVEKIT_SAMPLE_RATE)
+    # whisper base: with Piper's noise on (as in production) tiny.en hears "in Paris is" as
+    # "impairs a" in about one rendering of eight of the whole clause; base hears them all
+    heard = transcriber.transcribe(track.audio(sent), LIVEKIT_SAMPLE_RATE, base=True)
     assert word_error_rate(ENGLISH, heard) <= MAX_WER, heard
     assert audible_s > 2.0
     kinds = [e["type"] for e in room.sender.events_for("en-1")]

@@ -69,9 +69,14 @@ class Transcriber:
             )
         return self._multilingual
 
-    def transcribe(self, pcm: Pcm16, sample_rate: int, language: str = "en") -> str:
+    def transcribe(
+        self, pcm: Pcm16, sample_rate: int, language: str = "en", *, base: bool = False
+    ) -> str:
+        """What whisper hears: tiny.en for English, base for the rest (and for English with
+        ``base``: tiny.en mishears some renderings a stronger listener gets right)."""
         audio = np.clip(resample(pcm16_to_float(pcm), sample_rate, WHISPER_SAMPLE_RATE), -1, 1)
-        segments, _ = self._model(language).transcribe(
+        model = self._model("multilingual" if base else language)
+        segments, _ = model.transcribe(
             audio, language=language, beam_size=1, vad_filter=False, temperature=0.0
         )
         return " ".join(segment.text.strip() for segment in segments).strip()
