@@ -151,6 +151,11 @@ class EngineBackend(ABC):
         """Why ``can_render(binding)`` is False, for people reading /voices."""
         return f"{binding.model_dump(exclude_none=True)} is not installed"
 
+    def describe(self, binding: Binding, language: str) -> str | None:
+        """How this engine speaks ``language`` with ``binding``, when it is not plainly a
+        native voice of that language (``/voices`` shows it); None otherwise."""
+        return None
+
     def binding_for_language(self, language: str) -> Binding | None:
         """A binding for a language that has no voice in the library (none by default)."""
         return None

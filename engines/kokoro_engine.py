@@ -35,9 +35,10 @@ from .voices import Binding, KokoroBinding
 
 KOKORO_SAMPLE_RATE = 24_000
 JAPANESE = "ja"
-ESPEAK_LANGUAGES = {"es": "es", "fr": "fr-fr", "it": "it", "pt": "pt-br"}
+ESPEAK_LANGUAGES = {"es": "es", "fr": "fr-fr", "it": "it", "pt": "pt-br", "de": "de"}
 """Languages phonemized by espeak-ng, and the espeak-ng voice Kokoro's front end uses for each.
-German is not among Kokoro's languages (measured: docs/benchmarks.md)."""
+German is not among Kokoro's training languages, but from espeak-ng's German IPA it was measured
+far more intelligible than espeak-ng itself (engines/voice_quality.json)."""
 MODEL_PARTS = 4
 MODEL_FILE = "kokoro-v1.0.int8.onnx"
 SPEED_RANGE = (0.5, 2.0)
@@ -150,6 +151,12 @@ class KokoroBackend(EngineBackend):
 
     def can_render(self, binding: Binding) -> bool:
         return isinstance(binding, KokoroBinding) and binding.voice in self._voices
+
+    def describe(self, binding: Binding, language: str) -> str | None:
+        assert isinstance(binding, KokoroBinding)
+        if primary_language(language) == JAPANESE or not binding.voice.startswith("j"):
+            return None
+        return f"Kokoro, Japanese voice style {binding.voice}, accented"
 
     def create_tts(
         self, binding: Binding, *, speed: float, latency_critical: bool = False

@@ -30,6 +30,7 @@ from .names import (
     primary_language,
 )
 from .registry import DISABLED, EngineRegistry
+from .voice_quality import QualityTable
 from .voice_reference import VoiceReference
 from .voices import Binding, Voice, VoiceCatalog
 
@@ -86,11 +87,25 @@ class Candidate:
 
 class EngineRouter:
     def __init__(
-        self, selection: EngineSelection, catalog: VoiceCatalog, registry: EngineRegistry
+        self,
+        selection: EngineSelection,
+        catalog: VoiceCatalog,
+        registry: EngineRegistry,
+        quality: QualityTable | None = None,
     ) -> None:
         self._selection = selection
         self._catalog = catalog
         self._registry = registry
+        self.quality = quality if quality is not None else QualityTable.load()
+
+    def quality_of(self, resolved: ResolvedVoice, candidate: Candidate) -> float:
+        """The measured score of this engine speaking this voice in this language
+        (``engines.voice_quality``), else the engine's prior."""
+        if candidate.binding is not None:
+            measured = self.quality.measured(candidate.engine, resolved.language, candidate.binding)
+            if measured is not None:
+                return measured.score
+        return self._registry.profile(candidate.engine).quality_mos
 
     def known_languages(self) -> set[str]:
         spoken = set(self._catalog.languages())
@@ -158,12 +173,21 @@ class EngineRouter:
                 reason = "engine cooling down after failures"
             else:
                 reason = ""
+            measured = self.quality.measured(name, voice.language, binding)
             rows.append(
                 {
                     "engine": name.value,
                     "available": not reason and self._capable(resolved, name) is not None,
                     "reason": reason or None,
                     "binding": binding.model_dump(exclude_none=True),
+                    "label": backend.describe(binding, voice.language) if backend else None,
+                    "measured": None
+                    if measured is None
+                    else {
+                        "error_rate": measured.error_rate,
+                        "dnsmos": measured.dnsmos,
+                        "score": measured.score,
+                    },
                 }
             )
         return rows
@@ -184,7 +208,8 @@ class EngineRouter:
             for name in EngineName
             if (candidate := self._capable(resolved, name)) is not None
         }
-        order = self._order(list(capable), quality, strategy)
+        scores = {name: self.quality_of(resolved, c) for name, c in capable.items()}
+        order = self._order(scores, quality, strategy)
         if engine is not None:
             order.insert(0, engine)
         seen: set[EngineName] = set()
@@ -254,26 +279,28 @@ class EngineRouter:
 
     def _order(
         self,
-        capable: list[EngineName],
+        scores: dict[EngineName, float],
         quality: QualityTier | None,
         strategy: SelectionStrategy | None,
     ) -> list[EngineName]:
+        """``scores``: each capable engine's quality for this voice (``quality_of``)."""
         selection = self._selection
         strategy = strategy or selection.selection_strategy
         tier = quality or selection.default_quality
         threshold = selection.auto_selection.quality_threshold
         registry = self._registry
-        good = [
-            n
-            for n in capable
-            if n is not LAST_RESORT and registry.profile(n).quality_mos >= threshold
-        ]
-        weak = [n for n in capable if n is not LAST_RESORT and n not in good]
-        by_quality = sorted(good, key=lambda n: -registry.profile(n).quality_mos)
+        capable = list(scores)
+        good = [n for n in capable if n is not LAST_RESORT and scores[n] >= threshold]
+        # below the threshold, still best measured first, before espeak-ng
+        weak = sorted(
+            (n for n in capable if n is not LAST_RESORT and n not in good), key=lambda n: -scores[n]
+        )
+        by_quality = sorted(good, key=lambda n: -scores[n])
         by_speed = sorted(good, key=registry.expected_ttfa_ms)
         chain = list(selection.auto_selection.fallback_chain)
         if strategy is SelectionStrategy.QUALITY_FIRST:
-            order = [n for n in QUALITY_FIRST_ORDER if n in capable]
+            # measured below the threshold in this language: after those that are not
+            order = [n for n in QUALITY_FIRST_ORDER if n in good]
         elif strategy is SelectionStrategy.SPEED_FIRST:
             order = by_speed
         elif strategy is SelectionStrategy.MANUAL:

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from engines.audio import LIVEKIT_SAMPLE_RATE, wav_bytes
 from engines.config import ServiceConfig, load_config
@@ -142,6 +143,13 @@ async def _say(config: ServiceConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine_cell(row: dict[str, Any]) -> str:
+    """``kokoro (Kokoro, Japanese voice style jf_alpha, accented)``, ``piper (unavailable)``."""
+    label = f" ({row['label']})" if row.get("label") else ""
+    missing = "" if row["available"] else " (unavailable)"
+    return f"{row['engine']}{label}{missing}"
+
+
 async def _voices(config: ServiceConfig, args: argparse.Namespace) -> int:
     synthesizer = await _with_synthesizer(config, warm_up=False)
     try:
@@ -152,9 +160,7 @@ async def _voices(config: ServiceConfig, args: argparse.Namespace) -> int:
         print(json.dumps(listing, ensure_ascii=False, indent=2))
         return 0
     for voice in listing["voices"]:
-        engines = ", ".join(
-            f"{e['engine']}{'' if e['available'] else ' (unavailable)'}" for e in voice["engines"]
-        )
+        engines = ", ".join(_engine_cell(e) for e in voice["engines"])
         ready = "ready" if voice["available"] else "NOT AVAILABLE"
         print(f"{voice['id']:24} {voice['name']:8} {voice['locale']:6} {ready:14} {engines}")
     print()

@@ -129,15 +129,24 @@ async def test_quality_first_prefers_xtts_then_the_local_voice_then_speecht5_edg
         "edge-tts",
         "espeak-ng",
     ]
-    # no Piper voice for es-MX is installed: XTTS, then the cloud, then espeak-ng
+    # no Piper voice for es-MX is installed: XTTS, then Kokoro with a bundled style (measured
+    # above the threshold in Spanish), then the cloud, then espeak-ng
     assert plan_of(lineup, "es-mx-female-premium", SelectionStrategy.QUALITY_FIRST) == [
         "xtts",
+        "kokoro",
         "edge-tts",
         "espeak-ng",
     ]
     # the tiny model lacks es-ES Carlos's XTTS speaker: not claimed, not routed
     assert plan_of(lineup, "es-es-male-premium", SelectionStrategy.QUALITY_FIRST) == [
+        "kokoro",
         "edge-tts",
+        "espeak-ng",
+    ]
+    # French with a bundled style is measured below the threshold: after the cloud
+    assert plan_of(lineup, "fr-ca-male-premium", SelectionStrategy.QUALITY_FIRST)[-3:] == [
+        "edge-tts",
+        "kokoro",
         "espeak-ng",
     ]
 

@@ -66,7 +66,9 @@ async def test_fallback_switches_before_first_audio(
     assert result.engines == ["espeak-ng"]
     assert [f["engine"] for f in result.fallbacks] == ["piper"]
     assert "injected failure" in result.fallbacks[0]["error"]
-    heard = transcriber.transcribe(audio.pcm, audio.sample_rate)
+    # whisper base: tiny.en hears espeak-ng's "The meeting starts at noon," (the first piece is
+    # a whole clause) as "Let me begin to start this afternoon"
+    heard = transcriber.transcribe(audio.pcm, audio.sample_rate, base=True)
     assert word_error_rate(TEXT, heard) <= MAX_MIXED_ENGINE_WER, heard
 
 
