@@ -17,7 +17,7 @@ from engines.voice_quality import QUALITY_FILE, Measured, QualityTable
 from engines.voices import KokoroBinding
 from tests.transcriber import Transcriber, character_error_rate, word_error_rate
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+ON_THE_SESSION_LOOP = pytest.mark.asyncio(loop_scope="session")
 
 # held text: not the calibration sentences the table was measured on
 SPOKEN = {
@@ -50,6 +50,7 @@ FRENCH_GAP = pytest.mark.xfail(
 )
 
 
+@ON_THE_SESSION_LOOP
 @pytest.mark.parametrize(
     "language", [pytest.param(lang, marks=FRENCH_GAP) if lang == "fr" else lang for lang in SPOKEN]
 )
@@ -64,6 +65,7 @@ async def test_each_seed_language_is_heard_back(
     assert rate(text, heard) <= most, heard
 
 
+@ON_THE_SESSION_LOOP
 async def test_german_is_spoken_and_its_figure_recorded(
     synthesizer: SpeechSynthesizer, transcriber: Transcriber
 ) -> None:
