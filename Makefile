@@ -15,7 +15,7 @@ LK := $(LIVEKIT_BIN)/lk
 GO ?= go
 SAMPLE_TEXT := Hello! This is HIVE TTS speaking. Streaming speech starts before the sentence is done.
 
-.PHONY: install livekit redis cluster run test lint typecheck bench clean
+.PHONY: install voices livekit redis cluster run test lint typecheck bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) voices
+
+# The seed languages' Piper voices and Kokoro's published voices, when the model hub answers
+# (checksummed, resumable); offline, one line says so and the bundled voices speak.
+voices: $(STAMP)
+	$(BIN)/python -m tools.fetch_models piper kokoro --quiet --optional
 
 $(LIVEKIT_SERVER): tools/livekit/server/go.mod tools/livekit/server/go.sum
 	mkdir -p $(LIVEKIT_BIN)
@@ -57,13 +62,14 @@ run: install
 	$(BIN)/hive-tts say "$(SAMPLE_TEXT)" -o out/sample.wav
 	$(BIN)/hive-tts dev --port $(PORT) --livekit-port $(LIVEKIT_PORT)
 
-lint: install
+lint: $(STAMP)
 	$(BIN)/ruff check .
 
-typecheck: install
+typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: install livekit redis lint typecheck
+# the tests build what they need and do not wait on the model hub
+test: $(STAMP) livekit redis lint typecheck
 	$(BIN)/pytest -q
 
 bench: install livekit

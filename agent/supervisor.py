@@ -164,9 +164,7 @@ class Supervisor:
             return
         try:
             removed = asyncio.run(
-                asyncio.wait_for(
-                    remove_agents_of(self._access, self._worker_id), SWEEP_TIMEOUT_S
-                )
+                asyncio.wait_for(remove_agents_of(self._access, self._worker_id), SWEEP_TIMEOUT_S)
             )
         except Exception as exc:  # LiveKit itself unreachable: its own timeout will do it
             print(f"supervisor: could not reach LiveKit to release rooms: {exc}", flush=True)

@@ -151,6 +151,16 @@ class EngineBackend(ABC):
         """Why ``can_render(binding)`` is False, for people reading /voices."""
         return f"{binding.model_dump(exclude_none=True)} is not installed"
 
+    def spoken_binding(self, binding: Binding) -> Binding:
+        """The binding that actually speaks ``binding`` now (a stand-in while its own voice is
+        not fetched); how the quality table names what is heard."""
+        return binding
+
+    def accented(self, binding: Binding, language: str) -> bool:
+        """Whether ``binding`` speaks ``language`` with another language's voice: the router
+        puts native voices of a language first."""
+        return False
+
     def describe(self, binding: Binding, language: str) -> str | None:
         """How this engine speaks ``language`` with ``binding``, when it is not plainly a
         native voice of that language (``/voices`` shows it); None otherwise."""

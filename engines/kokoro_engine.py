@@ -6,7 +6,10 @@ the package's Japanese G2P (pyopenjtalk readings); Spanish, French, Italian and 
 espeak-ng's IPA with stress marks (``phonemizer`` on ``espeakng-loader``'s library), which is
 what Kokoro's own front end does for those languages. The model is multilingual: with only the
 bundled Japanese voice styles it speaks those languages with an accent, far more intelligibly
-than espeak-ng (docs/benchmarks.md). Synthesized with ``kokoro-onnx``.
+than espeak-ng (docs/benchmarks.md). The published voices of those languages (``ef_dora``,
+``ff_siwis``, ...), fetched by ``tools/fetch_models.py kokoro`` into ``<models_dir>/kokoro/voices``,
+speak them natively; a binding names its published voice and the bundled style spoken until it
+is fetched. Synthesized with ``kokoro-onnx``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -35,10 +39,36 @@ from .voices import Binding, KokoroBinding
 
 KOKORO_SAMPLE_RATE = 24_000
 JAPANESE = "ja"
-ESPEAK_LANGUAGES = {"es": "es", "fr": "fr-fr", "it": "it", "pt": "pt-br", "de": "de"}
+ESPEAK_LANGUAGES = {"es": "es", "fr": "fr-fr", "it": "it", "pt": "pt-br", "de": "de", "hi": "hi"}
 """Languages phonemized by espeak-ng, and the espeak-ng voice Kokoro's front end uses for each.
 German is not among Kokoro's training languages, but from espeak-ng's German IPA it was measured
 far more intelligible than espeak-ng itself (engines/voice_quality.json)."""
+VOICE_LANGUAGES = {"a": "en", "b": "en", "e": "es", "f": "fr", "h": "hi", "i": "it", "j": "ja"}
+VOICE_LANGUAGES |= {"p": "pt", "z": "zh"}
+"""A Kokoro voice's language, from the first letter of its name (``ef_dora``: Spanish)."""
+PACK_DIR = Path("kokoro") / "voices"
+"""Where the published voices go, under the models directory: one ``<name>.bin`` each, the
+voice's style table as raw little-endian float32 (510 x 256)."""
+STYLE_WIDTH = 256
+logger = logging.getLogger(__name__)
+
+
+def voice_language(name: str) -> str | None:
+    return VOICE_LANGUAGES.get(name[:1])
+
+
+def load_pack(folder: Path) -> dict[str, np.ndarray[Any, np.dtype[np.float32]]]:
+    """The published voices in ``folder``; a file that is not a style table is skipped, said."""
+    styles: dict[str, np.ndarray[Any, np.dtype[np.float32]]] = {}
+    for path in sorted(folder.glob("*.bin")) if folder.is_dir() else []:
+        raw = np.fromfile(path, dtype="<f4")
+        if raw.size == 0 or raw.size % STYLE_WIDTH or not np.isfinite(raw).all():
+            logger.warning("%s is not a Kokoro voice (%d floats): skipped", path, raw.size)
+            continue
+        styles[path.stem] = raw.astype(np.float32).reshape(-1, 1, STYLE_WIDTH)
+    return styles
+
+
 MODEL_PARTS = 4
 MODEL_FILE = "kokoro-v1.0.int8.onnx"
 SPEED_RANGE = (0.5, 2.0)
@@ -103,15 +133,18 @@ class KokoroBackend(EngineBackend):
         "pip install --no-deps pyopenjtalk-plus sudachipy"
     )
 
-    def __init__(self, cache_dir: Path, threads: EngineThreads) -> None:
+    def __init__(
+        self, cache_dir: Path, threads: EngineThreads, pack_dir: Path | None = None
+    ) -> None:
         super().__init__()
         self._cache_dir = cache_dir
+        self._pack_dir = pack_dir
         self._threads = threads
         self._executor = DeadlineExecutor(threads.workers, thread_name_prefix="kokoro")
         self._g2p_lock = threading.Lock()  # OpenJTalk's frontend is not thread-safe
         self._kokoro: Any = None
         self._g2p: Any = None
-        self._voices: frozenset[str] = frozenset()
+        self._styles: dict[str, np.ndarray[Any, np.dtype[np.float32]]] = {}
 
     def _load(self) -> None:
         try:
@@ -125,16 +158,35 @@ class KokoroBackend(EngineBackend):
         session = onnx_session(model, self._threads.intra_op_threads)
         self._kokoro = Kokoro.from_session(session, str(data / "voices_ja.npz"), vocab_config=vocab)
         self._g2p = JAG2P()
-        self._voices = frozenset(self._kokoro.voices.files)
+        bundled = self._kokoro.voices
+        styles = {name: np.asarray(bundled[name], dtype=np.float32) for name in bundled.files}
+        if self._pack_dir is not None:
+            styles |= load_pack(self._pack_dir)
+        self._styles = styles
 
     def warm_up(self) -> None:
         # the first phonemize loads the dictionaries, the first run allocates the graph
-        tts = self.create_tts(KokoroBinding(voice=sorted(self._voices)[0]), speed=1.0)
+        tts = self.create_tts(KokoroBinding(voice=sorted(self._styles)[0]), speed=1.0)
         for _ in tts._render("はい。", threading.Event()):
             pass
 
     def voice_names(self) -> list[str]:
-        return sorted(self._voices)
+        return sorted(self._styles)
+
+    def style(self, name: str) -> np.ndarray[Any, np.dtype[np.float32]]:
+        return self._styles[name]
+
+    def spoken_voice(self, binding: Binding) -> str | None:
+        """The voice that speaks ``binding``: its own when loaded, else its bundled style."""
+        assert isinstance(binding, KokoroBinding)
+        for name in (binding.voice, binding.bundled):
+            if name is not None and name in self._styles:
+                return name
+        return None
+
+    def spoken_binding(self, binding: Binding) -> Binding:
+        spoken = self.spoken_voice(binding)
+        return binding if spoken is None else KokoroBinding(voice=spoken)
 
     def phonemize(self, text: str, language: str = JAPANESE) -> str:
         if language == JAPANESE:
@@ -150,13 +202,34 @@ class KokoroBackend(EngineBackend):
         return frozenset({JAPANESE, *ESPEAK_LANGUAGES}) if self.ready else frozenset()
 
     def can_render(self, binding: Binding) -> bool:
-        return isinstance(binding, KokoroBinding) and binding.voice in self._voices
+        return isinstance(binding, KokoroBinding) and self.spoken_voice(binding) is not None
+
+    def missing_reason(self, binding: Binding) -> str:
+        assert isinstance(binding, KokoroBinding)
+        return (
+            f"Kokoro voice {binding.voice!r} is not fetched (python -m tools.fetch_models kokoro)"
+            + ("" if binding.bundled is None else f" and style {binding.bundled!r} is not bundled")
+        )
+
+    def accented(self, binding: Binding, language: str) -> bool:
+        spoken = self.spoken_voice(binding)
+        return spoken is not None and voice_language(spoken) != primary_language(language)
 
     def describe(self, binding: Binding, language: str) -> str | None:
-        assert isinstance(binding, KokoroBinding)
-        if primary_language(language) == JAPANESE or not binding.voice.startswith("j"):
+        spoken = self.spoken_voice(binding)
+        if spoken is None or not self.accented(binding, language):
             return None
-        return f"Kokoro, Japanese voice style {binding.voice}, accented"
+        origin = {"ja": "Japanese", "en": "English"}.get(voice_language(spoken) or "", "foreign")
+        return f"Kokoro, {origin} voice style {spoken}, accented"
+
+    def binding_for_language(self, language: str) -> Binding | None:
+        """A language the library has no voice for (Hindi): a published voice of it, if
+        fetched."""
+        spoken = primary_language(language)
+        if spoken not in ESPEAK_LANGUAGES:
+            return None
+        native = sorted(n for n in self._styles if voice_language(n) == spoken)
+        return KokoroBinding(voice=native[0]) if native else None
 
     def create_tts(
         self, binding: Binding, *, speed: float, latency_critical: bool = False
@@ -170,8 +243,11 @@ class KokoroBackend(EngineBackend):
         spoken = primary_language(language)
         if spoken not in self.languages():
             raise EngineError(self.name.value, f"Kokoro does not speak {spoken!r} here")
+        voice = self.spoken_voice(binding)
+        if voice is None:
+            raise EngineError(self.name.value, self.missing_reason(binding))
         low, high = SPEED_RANGE
-        return KokoroTTS(self, _Options(binding.voice, min(high, max(low, speed)), spoken))
+        return KokoroTTS(self, _Options(voice, min(high, max(low, speed)), spoken))
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -189,6 +265,8 @@ class KokoroTTS(LocalTTS):
         self._opts = options
 
     def update_options(self, *, voice: str | None = None, speed: float | None = None) -> None:
+        if voice is not None and voice not in self._backend.voice_names():
+            raise EngineError(self._backend.name.value, f"no Kokoro voice {voice!r} is loaded")
         self._opts = replace(
             self._opts, voice=voice or self._opts.voice, speed=speed or self._opts.speed
         )
@@ -199,6 +277,10 @@ class KokoroTTS(LocalTTS):
         if not phonemes or stop.is_set():
             return
         audio, _ = self._backend._kokoro.create(
-            phonemes, voice=opts.voice, speed=opts.speed, lang=opts.language, is_phonemes=True
+            phonemes,
+            voice=self._backend.style(opts.voice),
+            speed=opts.speed,
+            lang=opts.language,
+            is_phonemes=True,
         )
         yield np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)

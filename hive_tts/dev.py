@@ -208,9 +208,7 @@ def run_dev(
     else:
         webhook = f"http://127.0.0.1:{port}/livekit/webhook"
         server = DevServer.start(livekit_port, webhook_urls=[webhook])
-        settings = LiveKitSettings(
-            server.url, server.api_key, server.api_secret, name, worker_urls
-        )
+        settings = LiveKitSettings(server.url, server.api_key, server.api_secret, name, worker_urls)
     try:
         worker = WorkerChild(
             _worker_command(config_file, worker_port), _worker_env(settings.url, settings)

@@ -141,8 +141,7 @@ async def test_drain_is_bounded_and_the_worker_exits_cleanly(
     config = tmp_path / "config.yaml"
     repo = Path(__file__).resolve().parent.parent
     config.write_text(
-        DRAIN_BOUND_CONFIG
-        + f"voices_file: {repo / 'voices.yaml'}\nmodels_dir: {repo / 'models'}\n"
+        DRAIN_BOUND_CONFIG + f"voices_file: {repo / 'voices.yaml'}\nmodels_dir: {repo / 'models'}\n"
     )
     worker = launch(livekit_server, config, tmp_path, "bounded")
     start_worker.append(worker)
@@ -164,4 +163,3 @@ async def test_drain_is_bounded_and_the_worker_exits_cleanly(
         assert "rooms still speaking" in log  # the bound cut the reading, not its end
     finally:
         await sender.leave()
-

@@ -32,9 +32,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 class DevProcess:
     def __init__(self, config: Path, port: int, livekit_port: int) -> None:
         self.lines: list[str] = []
-        env = {
-            key: value for key, value in os.environ.items() if not key.startswith("LIVEKIT_")
-        }
+        env = {key: value for key, value in os.environ.items() if not key.startswith("LIVEKIT_")}
         env[SERVER_ENV] = os.environ.get(SERVER_ENV, str(BUILD_CACHE / "livekit-server"))
         env["PYTHONUNBUFFERED"] = "1"
         self.process = subprocess.Popen(

@@ -129,18 +129,18 @@ async def test_quality_first_prefers_xtts_then_the_local_voice_then_speecht5_edg
         "edge-tts",
         "espeak-ng",
     ]
-    # no Piper voice for es-MX is installed: XTTS, then Kokoro with a bundled style (measured
-    # above the threshold in Spanish), then the cloud, then espeak-ng
+    # no Piper voice for es-MX is installed: XTTS, then the cloud's native Spanish voice, then
+    # Kokoro with a bundled Japanese style (accented: after every native voice), then espeak-ng
     assert plan_of(lineup, "es-mx-female-premium", SelectionStrategy.QUALITY_FIRST) == [
         "xtts",
-        "kokoro",
         "edge-tts",
+        "kokoro",
         "espeak-ng",
     ]
     # the tiny model lacks es-ES Carlos's XTTS speaker: not claimed, not routed
     assert plan_of(lineup, "es-es-male-premium", SelectionStrategy.QUALITY_FIRST) == [
-        "kokoro",
         "edge-tts",
+        "kokoro",
         "espeak-ng",
     ]
     # French with a bundled style is measured below the threshold: after the cloud

@@ -16,9 +16,18 @@ import numpy as np
 import pytest
 import requests
 
-from engines.voices import VoiceCatalog
+from engines.kokoro_engine import PACK_DIR, load_pack
+from engines.voices import KokoroBinding, VoiceCatalog
 from tools import fetch_models
-from tools.fetch_models import FetchError, RemoteFile, fetch_file, piper_files, unpack_xvectors
+from tools.fetch_models import (
+    KOKORO_REPO,
+    FetchError,
+    RemoteFile,
+    fetch_file,
+    kokoro_files,
+    piper_files,
+    unpack_xvectors,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,6 +43,7 @@ class FakeHub:
     corrupt: set[str] = field(default_factory=set)
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
     url: str = ""
+    repo: str = "org/repo"
 
     def checksum_headers(self, path: str) -> dict[str, str]:
         data = self.files[path]
@@ -50,7 +60,7 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
 
         def _path(self) -> str | None:
             hub.requests.append((self.command, self.path, self.headers.get("Range")))
-            prefix = "/org/repo/resolve/main/"
+            prefix = f"/{hub.repo}/resolve/main/"
             path = self.path.removeprefix(prefix)
             if not self.path.startswith(prefix) or path not in hub.files:
                 self.send_error(404)
@@ -185,3 +195,51 @@ def test_cli_lists_files_and_refuses_unknown_sets(capsys: pytest.CaptureFixture[
     assert "coqui/XTTS-v2/resolve/main/model.pth" in listed and "/srv/m/" in listed
     assert fetch_models.main(["bogus"]) == 2
     assert "bogus" in capsys.readouterr().err
+
+
+def test_kokoro_s_pack_holds_every_published_voice_the_library_binds() -> None:
+    catalog = VoiceCatalog.load(ROOT / "voices.yaml")
+    files = kokoro_files(catalog)
+    bound = {
+        b.voice
+        for v in catalog
+        if isinstance(b := v.engines.kokoro, KokoroBinding) and not b.voice.startswith("j")
+    }
+    assert bound == {"ef_dora", "em_alex", "ff_siwis", "if_sara", "im_nicola", "pf_dora", "pm_alex"}
+    names = {remote.target.stem for remote in files}
+    assert bound <= names and {"hf_alpha", "hm_omega"} <= names
+    assert all(remote.target.parent == PACK_DIR for remote in files)
+    dora = next(r for r in files if r.target.stem == "ef_dora")
+    assert dora.url("https://hub") == f"https://hub/{KOKORO_REPO}/resolve/main/voices/ef_dora.bin"
+
+
+def test_the_kokoro_set_fetches_voices_the_engine_loads(
+    hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    catalog = VoiceCatalog.load(ROOT / "voices.yaml")
+    rng = np.random.default_rng(5)
+    tables = {
+        r.path: rng.normal(0, 0.2, (510, 1, 256)).astype("<f4") for r in kokoro_files(catalog)
+    }
+    hub.repo = KOKORO_REPO
+    hub.files = {path: table.tobytes() for path, table in tables.items()}
+    hub.lfs = set(hub.files)
+    argv = ["kokoro", "--models-dir", str(tmp_path), "--hub", hub.url, "--quiet"]
+    assert fetch_models.main(argv) == 0
+    loaded = load_pack(tmp_path / PACK_DIR)
+    assert set(loaded) == {Path(path).stem for path in tables}
+    assert np.array_equal(loaded["ef_dora"], tables["voices/ef_dora.bin"])
+    assert "files ready" in capsys.readouterr().out
+
+
+def test_offline_an_optional_fetch_says_so_in_one_line_and_succeeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    closed = "http://127.0.0.1:9"  # the discard port: nothing listens
+    argv = ["piper", "kokoro", "--models-dir", str(tmp_path), "--hub", closed, "--quiet"]
+    assert fetch_models.main(argv) == 1
+    capsys.readouterr()
+    assert fetch_models.main([*argv, "--optional"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "not reachable" in out[0] and "carrying on" in out[0], out
+    assert not (tmp_path / PACK_DIR).exists()

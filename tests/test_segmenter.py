@@ -88,7 +88,7 @@ def test_piece_limits_start_small_grow_and_are_capped() -> None:
 
 
 def test_first_piece_is_the_first_clause_that_is_not_a_fragment() -> None:
-    """"Well," is too short to be spoken alone; the first piece runs to the next clause mark,
+    """ "Well," is too short to be spoken alone; the first piece runs to the next clause mark,
     and the rest of the sentence follows whole."""
     pieces = segment_text(LONG_SENTENCE, "en")
     first = pieces[0]

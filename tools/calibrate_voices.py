@@ -37,7 +37,7 @@ from engines.kokoro_engine import KokoroBackend
 from engines.names import EngineName
 from engines.piper_engine import PiperBackend
 from engines.quality import QualityScorer
-from engines.voices import Binding, EspeakBinding, KokoroBinding, PiperBinding, VoiceCatalog
+from engines.voices import Binding, EspeakBinding, KokoroBinding, VoiceCatalog
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SENTENCES = {
@@ -138,27 +138,31 @@ def rows(languages: Sequence[str], styles: Sequence[str] | None) -> Iterator[Row
     catalog = VoiceCatalog.load(config.voices_file)
     listen, scorer = Transcriber(), QualityScorer()
     piper = PiperBackend(config.models_dir, WindowedSettings(workers=1, intra_op_threads=2))
-    kokoro = KokoroBackend(config.models_dir / ".cache", EngineThreads(intra_op_threads=2))
+    kokoro = KokoroBackend(
+        config.models_dir / ".cache",
+        EngineThreads(intra_op_threads=2),
+        config.models_dir / kokoro_engine.PACK_DIR,
+    )
     espeak = EspeakBackend()
     for backend in (piper, kokoro, espeak):
         backend.load()
-    if "en" in languages and piper.ready:
-        yield measure(
-            EngineName.PIPER,
-            piper,
-            PiperBinding(model="en_US-joe-medium"),
-            "en_US-joe-medium",
-            "en",
-            listen,
-            scorer,
-        )
+    if piper.ready:  # every library voice whose Piper model is installed, in its language
+        for voice in catalog:
+            model = voice.engines.piper
+            if voice.language in languages and model and piper.can_render(model):
+                yield measure(
+                    EngineName.PIPER, piper, model, model.model, voice.language, listen, scorer
+                )
     kokoro_languages = [
         lang for lang in languages if lang in kokoro.languages() or lang == GERMAN_ESPEAK
     ]
     if kokoro.ready:
         kokoro_engine.ESPEAK_LANGUAGES.setdefault(GERMAN_ESPEAK, GERMAN_ESPEAK)
         for language in kokoro_languages:
-            for style in styles or kokoro.voice_names():
+            # the bundled Japanese styles, and the published voices of the language if fetched
+            own = ("ja", language)
+            names = [n for n in kokoro.voice_names() if kokoro_engine.voice_language(n) in own]
+            for style in styles or names:
                 binding = KokoroBinding(voice=style)
                 yield measure(EngineName.KOKORO, kokoro, binding, style, language, listen, scorer)
         kokoro_engine.ESPEAK_LANGUAGES.pop(GERMAN_ESPEAK, None)

@@ -5,11 +5,15 @@
 
 Sets: ``xtts`` (coqui/XTTS-v2, ~1.9 GB), ``speecht5`` (microsoft/speecht5_tts, speecht5_hifigan
 and the CMU ARCTIC x-vectors, ~0.7 GB), ``piper`` (the Piper voices ``voices.yaml`` names for
-en, es, fr, de, it and pt, 20–120 MB each). Every file is checked against the checksum the hub
-publishes for it (SHA-256 of LFS files, the git blob hash of small ones) before it is moved into
-place; an interrupted download resumes. Files already in place and verified are skipped. The
-engines read the same directory (``models_dir`` in config.yaml, default ``models``); restart the
-service afterwards.
+en, es, fr, de, it and pt, 20–120 MB each), ``kokoro`` (Kokoro-82M v1.0's published voices of
+the languages it speaks here, es, fr, it, pt and hi, 0.5 MB each, into ``kokoro/voices/``).
+Every file is checked against the checksum the hub publishes for it (SHA-256 of LFS files, the
+git blob hash of small ones) before it is moved into place; an interrupted download resumes.
+Files already in place and verified are skipped. The engines read the same directory
+(``models_dir`` in config.yaml, default ``models``); restart the service afterwards.
+
+``--optional`` is for setup scripts (``make install``, ``make run``): without a network it says
+so in one line and exits 0, and the service speaks with what is installed.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ import requests
 from tqdm import tqdm
 
 from engines.config import load_config
+from engines.kokoro_engine import PACK_DIR, voice_language
 from engines.speecht5_engine import SPEAKERS_FILE, SPEECHT5_DIR, TTS_DIR, VOCODER_DIR
-from engines.voices import PiperBinding, VoiceCatalog
+from engines.voices import KokoroBinding, PiperBinding, VoiceCatalog
 from engines.xtts_engine import XTTS_DIR
 
 DEFAULT_HUB = "https://huggingface.co"
@@ -102,6 +107,33 @@ def piper_files(catalog: VoiceCatalog) -> list[RemoteFile]:
                 RemoteFile("rhasspy/piper-voices", f"{folder}/{file_name}", Path(file_name))
             )
     return files
+
+
+KOKORO_REPO = "onnx-community/Kokoro-82M-v1.0-ONNX"
+"""Kokoro-82M v1.0's voices as raw float32 style tables (``voices/<name>.bin``)."""
+KOKORO_PACK = (
+    *("ef_dora", "em_alex", "em_santa"),
+    "ff_siwis",
+    *("if_sara", "im_nicola"),
+    *("pf_dora", "pm_alex", "pm_santa"),
+    *("hf_alpha", "hf_beta", "hm_omega", "hm_psi"),
+)
+"""The published voices of the languages Kokoro speaks here from espeak-ng's phonemes (its
+English and Chinese voices need front ends this service does not run)."""
+
+
+def kokoro_files(catalog: VoiceCatalog) -> list[RemoteFile]:
+    """The pack, and any other published voice the library binds."""
+    bound = [
+        binding.voice
+        for voice in catalog
+        if isinstance(binding := voice.engines.kokoro, KokoroBinding)
+        and voice_language(binding.voice) != "ja"
+    ]
+    names = dict.fromkeys([*KOKORO_PACK, *bound])
+    return [
+        RemoteFile(KOKORO_REPO, f"voices/{name}.bin", PACK_DIR / f"{name}.bin") for name in names
+    ]
 
 
 def git_blob_sha1(path: Path) -> str:
@@ -213,6 +245,7 @@ SETS: dict[str, Callable[[VoiceCatalog], list[RemoteFile]]] = {
     "xtts": lambda _catalog: xtts_files(),
     "speecht5": lambda _catalog: speecht5_files(),
     "piper": piper_files,
+    "kokoro": kokoro_files,
 }
 
 
@@ -252,6 +285,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--hub", default=DEFAULT_HUB, help="model hub base URL (a mirror)")
     parser.add_argument("--list", action="store_true", help="print the files and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--optional",
+        action="store_true",
+        help="offline or unreachable: say so in one line and exit 0 (for setup scripts)",
+    )
     return parser.parse_args(argv)
 
 
@@ -277,9 +315,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         paths = fetch(names, models_dir, catalog, hub=args.hub, progress=not args.quiet)
-    except (FetchError, requests.RequestException, OSError) as exc:
+    except requests.ConnectionError as exc:
+        if args.optional:
+            print(
+                f"models: {args.hub} is not reachable ({type(exc).__name__}); carrying on with "
+                f"the installed voices ({', '.join(names)} not fetched)"
+            )
+            return 0
         print(f"fetch failed: {exc}", file=sys.stderr)
         return 1
+    except (FetchError, requests.RequestException, OSError) as exc:
+        print(f"fetch failed: {exc}", file=sys.stderr)
+        return 0 if args.optional else 1
     print(f"{len(paths)} files ready in {models_dir}; restart the service to load them")
     return 0
 
