@@ -332,6 +332,7 @@ def create_app(
         if owned:
             await synth.start()
         services = ApiServices(synthesizer=synth, settings=settings)
+        services.metrics.watch_engines(synth.registry)
         if quality_scoring:
             services.sampler = _quality_sampler(config, services.record_quality)
         app[SERVICES] = services

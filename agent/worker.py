@@ -272,7 +272,9 @@ async def run_worker(config: ServiceConfig, livekit_url: str = "") -> int:
         host.close()
         return 0
     load = LoadMonitor(host)
-    worker = WorkerState(config, host, WorkerMetrics(), load)
+    metrics = WorkerMetrics()
+    metrics.watch_engines(host.synthesizer.registry)
+    worker = WorkerState(config, host, metrics, load)
     _STATE = worker
     server = build_server(config, load)
     registration = Registration(livekit_url)

@@ -5,8 +5,15 @@ Each app owns its registry, so several apps (tests, workers) never share counter
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Iterator
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from engines.backend import EngineState
+from engines.health import HealthState
+from engines.registry import EngineRegistry
 from engines.synthesizer import UtteranceResult
 
 # around the 250 ms goal, finer below it
@@ -96,6 +103,46 @@ class ServiceMetrics:
         self.audio_seconds.labels(engine).inc(result.audio_duration_s)
         for fallback in result.fallbacks:
             self.fallbacks.labels(fallback["engine"]).inc()
+
+    def watch_engines(self, engines: EngineRegistry) -> None:
+        """Export each engine's state, circuit and queue, read at every scrape."""
+        self.registry.register(EngineStateCollector(engines))
+
+
+class EngineStateCollector(Collector):
+    """``tts_engine_state{engine,state}`` (1 for the engine's state, 0 for the others),
+    ``tts_engine_circuit_open{engine}`` (1 while its circuit breaker benches it: cooling down
+    or probing), ``tts_engine_queue_depth{engine}``. Read from the registry at scrape time, so
+    a scrape never sees a stale state."""
+
+    def __init__(self, engines: EngineRegistry) -> None:
+        self._engines = engines
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        states = GaugeMetricFamily(
+            "tts_engine_state", "Engine state (1 = current)", labels=["engine", "state"]
+        )
+        circuit = GaugeMetricFamily(
+            "tts_engine_circuit_open",
+            "1 while the engine's circuit breaker benches it after failures",
+            labels=["engine"],
+        )
+        queue = GaugeMetricFamily(
+            "tts_engine_queue_depth", "Synthesis waiting for the engine", labels=["engine"]
+        )
+        for row in self._engines.status():
+            engine = str(row["engine"])
+            for state in EngineState:
+                current = 1.0 if row["state"] == state.value else 0.0
+                states.add_metric([engine, state.value], current)
+            health = row.get("health")
+            benched = isinstance(health, dict) and health.get("state") != HealthState.HEALTHY
+            circuit.add_metric([engine], 1.0 if benched else 0.0)
+            depth = row.get("queue_depth")
+            queue.add_metric([engine], float(depth) if isinstance(depth, int | float) else 0.0)
+        yield states
+        yield circuit
+        yield queue
 
 
 class WorkerMetrics(ServiceMetrics):

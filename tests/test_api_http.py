@@ -532,6 +532,29 @@ async def test_metrics_name_every_family_of_the_design(api: ApiClient) -> None:
     }.items() <= families.items()
 
 
+async def test_metrics_export_each_engine_s_state_and_circuit(
+    service_config: ServiceConfig, catalog: VoiceCatalog, synthesizer: SpeechSynthesizer
+) -> None:
+    real = {backend.name: backend for backend in synthesizer.registry.backends()}
+    piper = FlakyBackend(real[EngineName.PIPER])
+    piper.load()
+    flaky = SpeechSynthesizer(service_config, catalog, [piper, real[EngineName.ESPEAK]])
+    async with api_client(service_config, flaky) as client:
+        before = await scrape(client)
+        piper.fail_always = True
+        for _ in range(service_config.engines.health.failures_before_cooldown):
+            await synthesize(client, {"text": "The backup engine speaks now."})
+        after = await scrape(client)
+    for samples in (before, after):
+        assert metric(samples, "tts_engine_state", engine="piper", state="ready") == 1
+        assert metric(samples, "tts_engine_state", engine="piper", state="failed") == 0
+        assert metric(samples, "tts_engine_state", engine="xtts", state="not_installed") == 1
+        assert metric(samples, "tts_engine_circuit_open", engine="espeak-ng") == 0
+        assert metric(samples, "tts_engine_queue_depth", engine="piper") == 0
+    assert metric(before, "tts_engine_circuit_open", engine="piper") == 0
+    assert metric(after, "tts_engine_circuit_open", engine="piper") == 1  # benched
+
+
 async def test_metrics_count_refused_requests_by_error_code(api: ApiClient) -> None:
     before = await scrape(api)
     await error_of(await api.post("/synthesize", json={"text": "Hi", "voice_id": "nobody"}), 404)
