@@ -120,6 +120,12 @@ class HostedUtterance:
     def language(self) -> str:
         return self._utterance.prepared.voice.language
 
+    def record_span(
+        self, name: str, since_s: float, attributes: dict[str, str | float | int]
+    ) -> None:
+        """A span of the utterance's trace (``Utterance.record_span``); thread-safe."""
+        self._utterance.record_span(name, since_s, attributes)
+
     async def push_text(self, text: str) -> None:
         assert self._stream is not None, "not a text stream"
         await asyncio.wrap_future(self._host.call(_push(self._stream, text)))

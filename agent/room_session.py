@@ -168,7 +168,8 @@ class RoomSession:
         self._arriving += 1
         try:
             request = await with_voice_reference(request)
-            utterance = await self._host.speak(request.synthesis)
+            synthesis = dataclasses.replace(request.synthesis, received_s=received_at)
+            utterance = await self._host.speak(synthesis)
             await self._enqueue(request, utterance, received_at)
         finally:
             self._arriving -= 1
@@ -214,7 +215,8 @@ class RoomSession:
             self._arriving += 1
             try:
                 request = await with_voice_reference(request)
-                utterance = await self._host.open_text_stream(request.synthesis)
+                synthesis = dataclasses.replace(request.synthesis, received_s=received_at)
+                utterance = await self._host.open_text_stream(synthesis)
                 await self._enqueue(request, utterance, received_at)
             finally:
                 self._arriving -= 1

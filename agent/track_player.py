@@ -255,6 +255,15 @@ class TrackPlayer:
                     ttfa_ms = (time.perf_counter() - item.received_at) * 1000
                     # the first frame goes out before anything else is awaited
                     await self._writer.write(chunk.pcm[:FRAME_SAMPLES])
+                    item.utterance.record_span(
+                        "tts.first_frame_published",
+                        item.received_at,
+                        {
+                            "tts.room": self._room.name,
+                            "tts.track": self.name,
+                            "tts.ttfa_ms": ttfa_ms,
+                        },
+                    )
                     asyncio.create_task(
                         self._events.send(
                             EventType.STARTED,

@@ -24,6 +24,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 from livekit.agents import APIError, tts
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, Status, StatusCode
 
 from .audio import (
     LIVEKIT_SAMPLE_RATE,
@@ -55,6 +58,7 @@ from .router import Candidate, EngineRouter, ResolvedVoice
 from .segmenter import Boundary, TextPiece, segment_text
 from .text_normalizer import prepare_text
 from .text_stream import IncrementalSegmenter
+from .tracing import epoch_ns, tracer
 from .voice_reference import VoiceReference
 from .voices import VoiceCatalog
 
@@ -77,6 +81,9 @@ class SynthesisRequest:
     sample_rate: int = LIVEKIT_SAMPLE_RATE
     voice_reference: VoiceReference | None = None
     """Speak in this recording's voice (an engine that clones; see ``decode_voice_reference``)."""
+    received_s: float | None = None
+    """When the request arrived (``time.perf_counter``), if before it is prepared: its trace
+    starts there."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,10 @@ class PreparedRequest:
     pieces: list[TextPiece]
     speed: float
     sample_rate: int
+    received_s: float = field(default_factory=time.perf_counter)
+    """When the request was received (``time.perf_counter``): its trace starts there."""
+    routed_s: float = field(default_factory=time.perf_counter)
+    """When it was validated and its engines planned."""
 
 
 @dataclass
@@ -155,6 +166,8 @@ class SpeechSynthesizer:
         self.registry = EngineRegistry(backends, catalog, config.engines.health, clock)
         self.router = EngineRouter(config.engines, catalog, self.registry)
         self.join_policy = join_policy or JoinPolicy()
+        self.tracer = tracer()
+        """Where utterances' spans go (``engines.tracing``); a no-op unless tracing is on."""
         self.active_utterances = 0
 
     async def start(self, *, warm_up: bool = True) -> None:
@@ -167,6 +180,7 @@ class SpeechSynthesizer:
         """Validate ``request`` and plan it; raises a ``RequestError`` or 503 error at once.
 
         With ``whole_text=False`` the text is left for a ``TextStream`` to cut as it arrives."""
+        received = time.perf_counter() if request.received_s is None else request.received_s
         engine = _parse_enum(EngineName, request.engine, "engine")
         quality = _parse_enum(QualityTier, request.quality, "quality")
         strategy = _parse_enum(SelectionStrategy, request.strategy, "strategy")
@@ -191,7 +205,9 @@ class SpeechSynthesizer:
             voice = self.router.resolve_voice(request.voice_id, request.language)
             plan = self.router.plan(voice, engine=engine, quality=quality, strategy=strategy)
         pieces = [p for p in segment_text(text, voice.language) if any(c.isalnum() for c in p.text)]
-        return PreparedRequest(text, voice, plan, pieces, request.speed, request.sample_rate)
+        return PreparedRequest(
+            text, voice, plan, pieces, request.speed, request.sample_rate, received_s=received
+        )
 
     def synthesize(self, request: SynthesisRequest) -> Utterance:
         return Utterance(self, self.prepare(request))
@@ -230,10 +246,26 @@ class Utterance:
         self._playback_started: float | None = None
         self._streamed_audio = False
         """Whether part of the piece being streamed (see ``_stream_piece``) went out."""
+        self._span: Span = trace.INVALID_SPAN
 
     @property
     def prepared(self) -> PreparedRequest:
         return self._prepared
+
+    @property
+    def trace_context(self) -> Context:
+        """The utterance's span as a parent, for spans of those who play its audio."""
+        return trace.set_span_in_context(self._span)
+
+    def record_span(
+        self, name: str, since_s: float, attributes: dict[str, str | float | int]
+    ) -> None:
+        """A span of the utterance's trace from ``since_s`` (``time.perf_counter``) to now:
+        what its player did with the audio (``tts.first_frame_published``)."""
+        span = self._synthesizer.tracer.start_span(
+            name, context=self.trace_context, start_time=epoch_ns(since_s), attributes=attributes
+        )
+        span.end()
 
     def __aiter__(self) -> AsyncIterator[AudioChunk]:
         return self._chunks()
@@ -284,14 +316,67 @@ class Utterance:
         await self.aclose()
 
     async def _produce(self) -> None:
+        prepared = self._prepared
+        span_tracer = self._synthesizer.tracer
+        received = epoch_ns(prepared.received_s)
+        self._span = span = span_tracer.start_span(
+            "tts.utterance",
+            start_time=received,
+            attributes={
+                "tts.voice_id": prepared.voice.voice_id,
+                "tts.language": prepared.voice.language,
+                "tts.characters": len(prepared.text),
+                "tts.streamed_text": prepared.text == "",
+            },
+        )
+        route = span_tracer.start_span(
+            "tts.route",
+            context=self.trace_context,
+            start_time=received,
+            attributes={
+                "tts.plan": [candidate.engine.value for candidate in prepared.plan],
+                "tts.pieces": len(prepared.pieces),
+            },
+        )
+        route.end(end_time=epoch_ns(prepared.routed_s))
+        outcome = "ok"
         try:
             await self._speak_pieces()
         except asyncio.CancelledError:
+            outcome = "interrupted"
             raise
         except BaseException as exc:
+            outcome = "error"
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, str(exc)))
             await self._queue.put(exc)
         else:
             await self._queue.put(None)
+        finally:
+            result = self.result
+            span.set_attributes(
+                {
+                    "tts.outcome": outcome,
+                    "tts.engines": result.engines,
+                    "tts.fallbacks": len(result.fallbacks),
+                    "tts.pieces": result.pieces,
+                    "tts.audio_s": round(result.audio_duration_s, 3),
+                    "tts.characters": result.characters,
+                }
+            )
+            span.end()
+
+    def _piece_span(self, candidate: Candidate, piece: TextPiece, first: bool) -> Span:
+        return self._synthesizer.tracer.start_span(
+            "tts.piece",
+            context=self.trace_context,
+            attributes={
+                "tts.engine": candidate.engine.value,
+                "tts.piece.index": self.result.pieces,
+                "tts.piece.characters": len(piece.text),
+                "tts.piece.first": first,
+            },
+        )
 
     async def _speak_pieces(self) -> None:
         prepared = self._prepared
@@ -317,6 +402,7 @@ class Utterance:
                 piece_due(PieceDue(self._deadline(piece_started), first, len(piece.text)))
                 streamed = first and candidate.backend.streams_within_piece
                 self._streamed_audio = False
+                piece_span = self._piece_span(candidate, piece, first)
                 try:
                     key = (candidate.engine, first)
                     voice = voices.get(key)
@@ -327,11 +413,16 @@ class Utterance:
                             latency_critical=first,
                         )
                         voices[key] = voice
-                    if streamed:
-                        await self._stream_piece(voice, piece, candidate, piece_started)
-                    else:
-                        audio = await _render_piece(voice, _spoken_text(piece))
+                    # the engine's own spans (livekit-agents' tts_request) nest in the piece's
+                    with trace.use_span(piece_span, end_on_exit=False):
+                        if streamed:
+                            await self._stream_piece(voice, piece, candidate, piece_started)
+                        else:
+                            audio = await _render_piece(voice, _spoken_text(piece))
                 except (APIError, EngineError) as exc:
+                    piece_span.record_exception(exc)
+                    piece_span.set_status(Status(StatusCode.ERROR, str(exc)))
+                    piece_span.end()
                     registry.record_failure(candidate.engine, exc)
                     self.result.fallbacks.append(
                         {
@@ -344,8 +435,14 @@ class Utterance:
                     if self._streamed_audio:  # part of it was heard: the next engine goes on
                         break  # with the next piece, so nothing is spoken twice
                     continue
+                except BaseException:
+                    piece_span.end()
+                    raise
                 break
             if streamed:
+                if piece_span.is_recording():  # not ended by an engine failing mid-piece
+                    piece_span.set_attribute("tts.piece.streamed", True)
+                    piece_span.end()
                 after = piece.boundary
                 continue
             assert voice is not None
@@ -357,6 +454,8 @@ class Utterance:
                 None, _finish_piece, audio, voice.sample_rate, prepared.sample_rate, after, policy
             )
             del audio  # a session waiting on a slow reader holds PCM only
+            piece_span.set_attribute("tts.piece.audio_s", round(pcm.size / prepared.sample_rate, 3))
+            piece_span.end()
             if pcm.size == 0:
                 continue
             chunk = AudioChunk(pcm, prepared.sample_rate, piece.text)
@@ -379,6 +478,10 @@ class Utterance:
         if first:
             self._playback_started = time.perf_counter()
             self.result.ttfa_ms = (self._playback_started - self._started) * 1000
+            self._span.add_event(
+                "first_audio",
+                {"tts.engine": candidate.engine.value, "tts.ttfa_ms": self.result.ttfa_ms},
+            )
         self._synthesizer.registry.record_success(
             candidate.engine, (time.perf_counter() - piece_started) * 1000 if first else None
         )

@@ -65,7 +65,13 @@ IDLE_LOAD = 0.3
 class WorkerProcess:
     """``hive-tts agent`` as a child process, its output watched for readiness."""
 
-    def __init__(self, server: DevServer, config: Path | None, log_path: Path) -> None:
+    def __init__(
+        self,
+        server: DevServer,
+        config: Path | None,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         command = [sys.executable, "-m", "hive_tts.cli", "-v"]
         if config is not None:
             command += ["--config", str(config)]
@@ -75,7 +81,7 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             command,
             cwd=PROJECT_ROOT,
-            env={**os.environ, **server.env(), "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, **server.env(), **(env or {}), "PYTHONUNBUFFERED": "1"},
             stdout=subprocess.PIPE,
             stderr=self._log,
             text=True,

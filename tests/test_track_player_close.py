@@ -46,6 +46,9 @@ class ScriptedUtterance:
             self.result.audio_duration_s += samples / LIVEKIT_SAMPLE_RATE
             yield AudioChunk(tone, LIVEKIT_SAMPLE_RATE, "la")
 
+    def record_span(self, name: str, since_s: float, attributes: dict[str, object]) -> None:
+        pass  # no trace: tracing is tested in tests/test_tracing.py
+
     async def aclose(self) -> None:
         self.closed = True
 
