@@ -24,6 +24,7 @@ from api.auth import ANONYMOUS, KEY_OF_REQUEST, is_admin, make_auth_middleware
 from api.errors import ERROR_COUNTER, error_middleware, json_error
 from api.openai_voices import OPENAI_MODELS, OPENAI_VOICES, looks_japanese
 from api.openapi import OPENAPI_SPEC
+from api.redaction import name_models_dir, public_dumps, redact_access_log, scrubbed_dict
 from api.request_parsing import (
     audio_format,
     number_option,
@@ -52,9 +53,10 @@ MEMORY_WARN_PERCENT = 90.0
 QUEUE_WARN_PER_WORKER = 4
 SESSIONS_WARN_SHARE = 0.9
 WS_HEARTBEAT_S = 20.0
-WS_HARD_LIMIT_FACTOR = 4
-"""aiohttp closes the socket on frames this many times the per-message limit; below it the
-client gets an error message and the connection stays open."""
+WS_FRAME_SLACK_BYTES = 65_536
+"""aiohttp reads no frame longer than the per-message limit plus this, and closes the socket on
+one (1009, message too big): memory per connection stays bounded. A message just over the
+limit gets an error message and the connection stays open."""
 
 routes = web.RouteTableDef()
 
@@ -79,7 +81,7 @@ async def ws_synthesize(request: web.Request) -> web.StreamResponse:
     with services.limiter.slot(_key(request)):
         ws = web.WebSocketResponse(
             heartbeat=WS_HEARTBEAT_S,
-            max_msg_size=services.settings.max_ws_message_bytes * WS_HARD_LIMIT_FACTOR,
+            max_msg_size=services.settings.max_ws_message_bytes + WS_FRAME_SLACK_BYTES,
         )
         await ws.prepare(request)
         await WebSocketSession(ws, services).run()
@@ -93,8 +95,9 @@ async def synthesize(request: web.Request) -> web.StreamResponse:
     body = await _json_body(request)
     if "enhance_audio" in request.query:
         body["enhance_audio"] = request.query["enhance_audio"]
-    parsed = await with_voice_reference(parse_synthesis(body, default_format=AudioFormat.WAV))
-    with services.limiter.slot(_key(request)):
+    parsed = parse_synthesis(body, default_format=AudioFormat.WAV)
+    with services.limiter.slot(_key(request)):  # before a cloning reference is decoded
+        parsed = await with_voice_reference(parsed)
         utterance = services.admit(services.synthesizer.synthesize(parsed.synthesis))
         chunks = [chunk.pcm async for chunk in services.stream(utterance)]
     audio = AudioChunk.join(chunks, parsed.synthesis.sample_rate)
@@ -120,7 +123,7 @@ async def synthesize(request: web.Request) -> web.StreamResponse:
         "format": parsed.audio_format.value,
         "sample_rate": audio.sample_rate,
         "duration_s": round(audio.duration_s, 3),
-        **result.to_dict(),
+        **scrubbed_dict(result.to_dict()),
     }
     if enhancement is not None:
         reply["enhancement"] = enhancement
@@ -192,7 +195,7 @@ async def _first_chunk(chunks: AsyncIterator[AudioChunk]) -> AudioChunk | None:
 
 @routes.get("/voices")
 async def voices(request: web.Request) -> web.Response:
-    return web.json_response(voice_listing(_services(request).synthesizer))
+    return web.json_response(voice_listing(_services(request).synthesizer), dumps=public_dumps)
 
 
 @routes.get("/voices/{language}")
@@ -207,7 +210,7 @@ async def voices_for_language(request: web.Request) -> web.Response:
         listing["note"] = (
             f"no library voice for {language!r}; requests in it are spoken by espeak-ng"
         )
-    return web.json_response(listing)
+    return web.json_response(listing, dumps=public_dumps)
 
 
 def _memory() -> dict[str, float | int]:
@@ -262,7 +265,7 @@ async def health(request: web.Request) -> web.Response:
             "agents_redispatched": rooms.redispatches,
         },
     }
-    return web.json_response(body, status=503 if status == "fail" else 200)
+    return web.json_response(body, status=503 if status == "fail" else 200, dumps=public_dumps)
 
 
 @routes.get("/metrics")
@@ -318,12 +321,14 @@ def create_app(
     app = web.Application(
         middlewares=[
             error_middleware,
-            make_auth_middleware(settings.api_keys, settings.admin_keys),
+            make_auth_middleware(settings.api_keys, settings.admin_keys, settings.room_keys),
         ],
         client_max_size=settings.max_body_bytes,
     )
     app.add_routes(routes)
-    add_agent_watch(app, add_room_routes(app, livekit))
+    redact_access_log()  # no ?token=KEY in access logs
+    name_models_dir(config.models_dir)  # replies show models_dir/..., not this machine's paths
+    add_agent_watch(app, add_room_routes(app, livekit, settings))
     app[ERROR_COUNTER] = lambda code: app[SERVICES].metrics.errors.labels(code).inc()
 
     async def engines(app: web.Application) -> AsyncIterator[None]:
@@ -333,6 +338,7 @@ def create_app(
             await synth.start()
         services = ApiServices(synthesizer=synth, settings=settings)
         services.metrics.watch_engines(synth.registry)
+        services.metrics.know_languages(synth.router.known_languages())
         if quality_scoring:
             services.sampler = _quality_sampler(config, services.record_quality)
         app[SERVICES] = services

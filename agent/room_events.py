@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from enum import StrEnum
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from livekit import rtc
 
 from agent.speak_request import TOPIC_EVENTS
+from api.redaction import public_dumps
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +33,16 @@ class EventSender:
     async def send(
         self, event: EventType, request_id: str | None, reply_to: str | None, **fields: Any
     ) -> None:
+        if not reply_to:  # text the server sent with no one to answer: nobody else hears of it
+            logger.debug("event %s for %s has no one to go to", event.value, request_id)
+            return
         body = {"type": event.value, "id": request_id, **fields}
         try:
             await self._room.local_participant.publish_data(
-                json.dumps(body),
+                public_dumps(body),
                 reliable=True,
                 topic=TOPIC_EVENTS,
-                destination_identities=[reply_to] if reply_to else [],
+                destination_identities=[reply_to],
             )
         except Exception as exc:  # the requester left, or the room is closing
             logger.info("event %s for %s not delivered: %s", event.value, request_id, exc)

@@ -31,6 +31,7 @@ from agent.speak_request import (
     QueueFullError,
     SpeakMode,
     SpeakRequest,
+    TooManyTracksError,
     parse_speak_attribute,
     parse_speak_packet,
     parse_stream_attributes,
@@ -170,7 +171,11 @@ class RoomSession:
             request = await with_voice_reference(request)
             synthesis = dataclasses.replace(request.synthesis, received_s=received_at)
             utterance = await self._host.speak(synthesis)
-            await self._enqueue(request, utterance, received_at)
+            try:
+                await self._enqueue(request, utterance, received_at)
+            except BaseException:  # refused (too many tracks) or the room closed: let go
+                await utterance.aclose()
+                raise
         finally:
             self._arriving -= 1
 
@@ -217,7 +222,12 @@ class RoomSession:
                 request = await with_voice_reference(request)
                 synthesis = dataclasses.replace(request.synthesis, received_s=received_at)
                 utterance = await self._host.open_text_stream(synthesis)
-                await self._enqueue(request, utterance, received_at)
+                try:
+                    await self._enqueue(request, utterance, received_at)
+                except BaseException:
+                    await utterance.aclose()
+                    utterance = None
+                    raise
             finally:
                 self._arriving -= 1
             received = 0
@@ -304,6 +314,8 @@ class RoomSession:
             player = self._players.get((language, voice_id))
             if player is not None:
                 return player
+            if len(self._players) >= self._settings.max_tracks_per_room:
+                await self._retire_idle_track()
             taken = {p.name for p in self._players.values()}
             name = f"tts-{language}"
             if name in taken:
@@ -322,6 +334,22 @@ class RoomSession:
             )
             self._metrics.room_tracks.labels(self.room.name).set(len(self._players))
             return player
+
+    async def _retire_idle_track(self) -> None:
+        """Unpublish the oldest track that is not speaking, to make room for a new one."""
+        idle = [key for key, player in self._players.items() if not player.busy]
+        if not idle:
+            raise TooManyTracksError(
+                f"every one of this room's {len(self._players)} tracks is speaking (limit "
+                f"{self._settings.max_tracks_per_room}); wait for one to finish, or send in a "
+                "language and voice that already has a track"
+            )
+        player = self._players.pop(idle[0])
+        await player.aclose()
+        with contextlib.suppress(Exception):
+            await self.room.local_participant.unpublish_track(player.track_sid)
+        await self.room.local_participant.set_attributes({TRACK_ATTRIBUTE_PREFIX + player.name: ""})
+        logger.info("room %s: retired idle track %s", self.room.name, player.name)
 
     def _update_gauges(self) -> None:
         waiting = sum(player.waiting for player in self._players.values())

@@ -49,6 +49,11 @@ class QueueFullError(RequestError):
     http_status = 429
 
 
+class TooManyTracksError(RequestError):
+    code = "too_many_tracks"
+    http_status = 429
+
+
 class DrainingError(RequestError):
     code = "draining"
     http_status = 503

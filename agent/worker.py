@@ -219,7 +219,7 @@ def build_server(config: ServiceConfig, load: LoadMonitor) -> AgentServer:
 
 
 async def _serve_metrics(
-    worker: WorkerState, registration: Registration, port: int
+    worker: WorkerState, registration: Registration, host: str, port: int
 ) -> web.AppRunner:
     async def metrics(_: web.Request) -> web.Response:
         worker.metrics.worker_load.set(worker.load.last)
@@ -244,11 +244,11 @@ async def _serve_metrics(
     app.router.add_get("/worker", status)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site = web.TCPSite(runner, host, port)
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else port
-    logger.info("worker metrics on http://127.0.0.1:%s/metrics", bound)
-    print(f"metrics: http://127.0.0.1:{bound}/metrics", flush=True)
+    logger.info("worker metrics on http://%s:%s/metrics", host, bound)
+    print(f"metrics: http://{host}:{bound}/metrics", flush=True)
     return runner
 
 
@@ -274,12 +274,15 @@ async def run_worker(config: ServiceConfig, livekit_url: str = "") -> int:
     load = LoadMonitor(host)
     metrics = WorkerMetrics()
     metrics.watch_engines(host.synthesizer.registry)
+    metrics.know_languages(host.synthesizer.router.known_languages())
     worker = WorkerState(config, host, metrics, load)
     _STATE = worker
     server = build_server(config, load)
     registration = Registration(livekit_url)
     registration.watch(server)
-    runner = await _serve_metrics(worker, registration, config.agent.metrics_port)
+    runner = await _serve_metrics(
+        worker, registration, config.agent.metrics_host, config.agent.metrics_port
+    )
     run_task = asyncio.create_task(server.run(devmode=False), name="agent-server")
     code = 0
     try:

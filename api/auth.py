@@ -3,7 +3,9 @@ key, checked by the route) needs one when keys are configured."""
 
 from __future__ import annotations
 
+import fnmatch
 import hmac
+from collections.abc import Mapping
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -30,8 +32,17 @@ def presented_key(request: web.Request) -> str | None:
     return request.query.get("token")  # browsers cannot set headers on WebSockets
 
 
-def make_auth_middleware(api_keys: tuple[str, ...], admin_keys: tuple[str, ...]) -> Middleware:
-    every_key = (*api_keys, *admin_keys)
+ROOM_PATHS = ("/rooms",)
+"""What a room-scoped key may call (its rooms' routes only)."""
+
+
+def make_auth_middleware(
+    api_keys: tuple[str, ...],
+    admin_keys: tuple[str, ...],
+    room_keys: Mapping[str, tuple[str, ...]] | None = None,
+) -> Middleware:
+    scoped = tuple(room_keys or {})
+    every_key = (*api_keys, *admin_keys, *scoped)
 
     @web.middleware
     async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -46,10 +57,37 @@ def make_auth_middleware(api_keys: tuple[str, ...], admin_keys: tuple[str, ...])
                 "a valid API key is required: 'Authorization: Bearer KEY' (or ?token=KEY)",
                 {"WWW-Authenticate": 'Bearer realm="hive-tts"'},
             )
+        if _matches(key, scoped) and not _matches(key, (*api_keys, *admin_keys)):
+            if not (request.path == "/rooms" or request.path.startswith("/rooms/")):
+                return json_error(403, "forbidden", "a room key opens only its rooms' routes")
         request[KEY_OF_REQUEST] = key
         return await handler(request)
 
     return auth_middleware
+
+
+def may_speak_in(
+    request: web.Request,
+    room: str,
+    api_keys: tuple[str, ...],
+    admin_keys: tuple[str, ...],
+    room_keys: Mapping[str, tuple[str, ...]],
+) -> bool:
+    """An admin key, a room key whose patterns match ``room``, or no keys configured at all."""
+    if is_admin(request, (*api_keys, *room_keys), admin_keys):
+        return True
+    patterns = room_patterns(request, room_keys)
+    return patterns is not None and any(fnmatch.fnmatchcase(room, p) for p in patterns)
+
+
+def room_patterns(
+    request: web.Request, room_keys: Mapping[str, tuple[str, ...]]
+) -> tuple[str, ...] | None:
+    """The room name patterns of the request's room key; None if it is not one."""
+    key = request.get(KEY_OF_REQUEST)
+    if key is None:
+        return None
+    return next((patterns for k, patterns in room_keys.items() if _matches(key, (k,))), None)
 
 
 def is_admin(request: web.Request, api_keys: tuple[str, ...], admin_keys: tuple[str, ...]) -> bool:

@@ -9,6 +9,8 @@ from aiohttp import web
 
 from engines.errors import HiveTTSError
 
+from .redaction import scrub_paths
+
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -26,7 +28,7 @@ _HTTP_CODES = {
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
-    return {"error": {"code": code, "message": message}}
+    return {"error": {"code": code, "message": scrub_paths(message)}}
 
 
 def json_error(
@@ -38,7 +40,11 @@ def json_error(
 def ws_error(
     code: str, message: str, request_id: str | None = None, retry_after_s: int | None = None
 ) -> dict[str, object]:
-    message_body: dict[str, object] = {"type": "error", "code": code, "message": message}
+    message_body: dict[str, object] = {
+        "type": "error",
+        "code": code,
+        "message": scrub_paths(message),
+    }
     if request_id is not None:
         message_body["request_id"] = request_id
     if retry_after_s is not None:
@@ -67,6 +73,12 @@ class EngineBusyError(RetryLaterError):
     speak it, so it is refused at once instead of starting seconds late."""
 
     code = "engine_busy"
+
+
+class QueueFullError(RetryLaterError):
+    """A connection's or room's queue of waiting requests is at its limit."""
+
+    code = "queue_full"
 
 
 def retry_after(error: HiveTTSError) -> int | None:

@@ -42,7 +42,10 @@ from agent.speech_journal import (
     with_handover,
     without_handover,
 )
+from api.auth import is_admin, may_speak_in, room_patterns
+from api.errors import json_error
 from api.request_parsing import parse_json_object
+from engines.config import ApiSettings
 from engines.errors import HiveTTSError, RequestError
 
 logger = logging.getLogger(__name__)
@@ -507,21 +510,46 @@ def _age_s(dispatch: lkapi.AgentDispatch) -> float:
 
 
 ROOMS_KEY = web.AppKey("rooms", RoomsService)
+ROOM_ACCESS = web.AppKey("room_access", ApiSettings)
+
+
+def _may_speak_in(request: web.Request, room: str) -> bool:
+    keys = request.app[ROOM_ACCESS]
+    return may_speak_in(request, room, keys.api_keys, keys.admin_keys, keys.room_keys)
 
 
 async def speak_handler(request: web.Request) -> web.Response:
+    room = request.match_info["room"]
+    if not _may_speak_in(request, room):
+        # checked before the body is read: the agent is never dispatched for this caller
+        return json_error(
+            403,
+            "forbidden",
+            f"making the agent speak in room {room!r} needs an admin key or a key for that room",
+        )
     body = parse_json_object(await request.read())
-    reply = await request.app[ROOMS_KEY].speak(request.match_info["room"], body)
+    reply = await request.app[ROOMS_KEY].speak(room, body)
     return web.json_response(reply, status=202)
 
 
 async def rooms_handler(request: web.Request) -> web.Response:
-    return web.json_response({"rooms": await request.app[ROOMS_KEY].rooms()})
+    keys = request.app[ROOM_ACCESS]
+    admin = is_admin(request, (*keys.api_keys, *keys.room_keys), keys.admin_keys)
+    if not admin and room_patterns(request, keys.room_keys) is None:
+        return json_error(403, "forbidden", "listing rooms needs an admin key or a room key")
+    rooms = await request.app[ROOMS_KEY].rooms()
+    if not admin:  # a room key sees its rooms only
+        rooms = [r for r in rooms if _may_speak_in(request, str(r["room"]))]
+    return web.json_response({"rooms": rooms})
 
 
-def add_room_routes(app: web.Application, settings: LiveKitSettings | None) -> RoomsService:
+def add_room_routes(
+    app: web.Application, settings: LiveKitSettings | None, access: ApiSettings
+) -> RoomsService:
+    """``access``: the keys; ``/rooms`` needs an admin key, or a room key for its rooms."""
     service = RoomsService(settings)
     app[ROOMS_KEY] = service
+    app[ROOM_ACCESS] = access
 
     async def close(_: web.Application) -> None:
         await service.aclose()

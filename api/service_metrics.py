@@ -5,7 +5,7 @@ Each app owns its registry, so several apps (tests, workers) never share counter
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 
 from engines.backend import EngineState
 from engines.health import HealthState
+from engines.names import primary_language
 from engines.registry import EngineRegistry
 from engines.synthesizer import UtteranceResult
 
@@ -38,8 +39,12 @@ DURATION_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 GAP_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
+OTHER_LANGUAGE = "other"
+
+
 class ServiceMetrics:
     def __init__(self) -> None:
+        self._languages: frozenset[str] = frozenset()
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -96,13 +101,22 @@ class ServiceMetrics:
 
     def observe_utterance(self, result: UtteranceResult, outcome: str, duration_s: float) -> None:
         engine = result.engine or "none"
-        self.requests.labels(engine, result.language, outcome).inc()
+        self.requests.labels(engine, self.language_label(result.language), outcome).inc()
         if result.ttfa_ms is not None:
             self.ttfa.labels(engine).observe(result.ttfa_ms / 1000)
         self.duration.labels(engine).observe(duration_s)
         self.audio_seconds.labels(engine).inc(result.audio_duration_s)
         for fallback in result.fallbacks:
             self.fallbacks.labels(fallback["engine"]).inc()
+
+    def know_languages(self, languages: Iterable[str]) -> None:
+        """The languages the service speaks: the only ``language`` label values besides
+        ``other``, however many language tags callers send."""
+        self._languages = frozenset(primary_language(language) for language in languages)
+
+    def language_label(self, language: str) -> str:
+        primary = primary_language(language)
+        return primary if primary in self._languages else OTHER_LANGUAGE
 
     def watch_engines(self, engines: EngineRegistry) -> None:
         """Export each engine's state, circuit and queue, read at every scrape."""

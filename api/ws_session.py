@@ -33,8 +33,9 @@ from engines.encoders import AudioFormat, create_encoder
 from engines.errors import HiveTTSError, InvalidOptionError
 from engines.synthesizer import TextStream, Utterance
 
-from .errors import retry_after, ws_error
+from .errors import QueueFullError, retry_after, ws_error
 from .playback import PlaybackTracker
+from .redaction import scrubbed_dict
 from .request_parsing import (
     ParsedRequest,
     parse_json_object,
@@ -135,7 +136,9 @@ class WebSocketSession:
             elif kind == "flush":
                 self._flush()
             elif kind in (None, "synthesize"):
-                parsed = await with_voice_reference(parse_synthesis(_without_type(message)))
+                parsed = parse_synthesis(_without_type(message))
+                self._check_room_in_queue()  # before a cloning reference is decoded
+                parsed = await with_voice_reference(parsed)
                 self._enqueue(parsed, stream=None)
             else:
                 raise ProtocolError(
@@ -153,8 +156,18 @@ class WebSocketSession:
             reply = ws_error("internal_error", "the server failed; the error was logged")
             await self._send(reply | {"is_final": True})
 
+    def _check_room_in_queue(self) -> None:
+        settings = self._services.settings
+        if self._jobs.qsize() >= settings.max_queued_per_connection:
+            raise QueueFullError(
+                f"this connection already has {settings.max_queued_per_connection} requests "
+                "waiting (its limit); send more when one has finished",
+                settings.retry_after_s,
+            )
+
     def _enqueue(self, request: ParsedRequest, stream: TextStream | None) -> _Job:
         received_at = time.perf_counter()  # validation and planning count toward first audio
+        self._check_room_in_queue()
         synthesizer = self._services.synthesizer
         if stream is None:
             utterance = synthesizer.synthesize(request.synthesis)
@@ -177,6 +190,7 @@ class WebSocketSession:
             raise InvalidOptionError("'text' must be a string")
         if self._open_stream is None or self._open_stream.cancelled:
             request = parse_synthesis(_without_type(message), require_text=False)
+            self._check_room_in_queue()
             request = await with_voice_reference(request)
             stream = self._services.synthesizer.open_text_stream(
                 dataclasses.replace(request.synthesis, text="")
@@ -285,7 +299,7 @@ class WebSocketSession:
         cancelled: bool,
         tracker: PlaybackTracker | None = None,
     ) -> None:
-        summary = job.utterance.result.to_dict()
+        summary = scrubbed_dict(job.utterance.result.to_dict())
         await self._send(
             {
                 "type": "final",

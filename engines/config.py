@@ -101,10 +101,17 @@ class ApiSettings(_Section):
     api_keys: tuple[str, ...] = ()
     """Bearer keys; empty means no authentication (development on loopback)."""
     admin_keys: tuple[str, ...] = ()
-    """Keys allowed to call admin routes (/gc). Without keys at all, admin routes are open."""
+    """Keys allowed to call admin routes (/gc, /rooms). Without keys at all, they are open."""
+    room_keys: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    """Room-scoped keys: key -> room name patterns (``fnmatch``, e.g. ``lobby-*``) in which it
+    may make the agent speak (``POST /rooms/{room}/speak``, and ``GET /rooms`` lists those
+    rooms). Such a key opens nothing else."""
     max_body_bytes: int = Field(default=8_388_608, ge=1024)
     """Room for a voice-clone reference: 30 s of WAV, base64-encoded."""
     max_ws_message_bytes: int = Field(default=8_388_608, ge=1024)
+    max_queued_per_connection: int = Field(default=8, ge=1)
+    """Requests one WebSocket connection may have waiting behind the one being spoken; more
+    are refused (``queue_full``, retry after) and nothing already queued is dropped."""
     max_sessions_total: int = Field(default=200, ge=1)
     max_sessions_per_key: int = Field(default=100, ge=1)
     retry_after_s: int = Field(default=1, ge=1)
@@ -129,6 +136,9 @@ class AgentSettings(_Section):
     auto_join: bool = False
     """Also join every new room (LiveKit's automatic dispatch) instead of explicit only."""
     max_queue_per_room: int = Field(default=16, ge=1)
+    max_tracks_per_room: int = Field(default=8, ge=1)
+    """Audio tracks (one per language and voice) the agent publishes in a room. A new one
+    retires the oldest idle track; with every track speaking it is refused (``too_many_tracks``)."""
     max_packet_bytes: int = Field(default=65_536, ge=256)
     load_threshold: float = Field(default=0.85, gt=0, le=1)
     """Above this load (CPU or engine queue, 0..1) the worker takes no new rooms."""
@@ -143,6 +153,9 @@ class AgentSettings(_Section):
     reconnect_attempts: int = Field(default=8, ge=1)
     """Tries to reach LiveKit again after the connection is lost (backoff 0, 2, 4 .. 10 s);
     then the worker ends its rooms and exits non-zero for its supervisor to restart it."""
+    metrics_host: str = Field(default="127.0.0.1", min_length=1)
+    """Address the worker's metrics server binds: loopback, or ``0.0.0.0`` in a container that
+    Prometheus scrapes from another one."""
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     """Prometheus metrics of the worker (0: any free port)."""
     health_port: int = Field(default=8081, ge=0, le=65535)

@@ -1,0 +1,142 @@
+"""The agent's bounded resources and private events, in a real room on the dev LiveKit server:
+tracks per room (a new language retires an idle track; with every track speaking it is refused),
+and events that go to their sender only, never to everyone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.livekit_server import DevServer
+from agent.speak_request import TRACK_ATTRIBUTE_PREFIX
+from engines.config import ServiceConfig
+from engines.synthesizer import SpeechSynthesizer
+from tests.api_fixtures import rooms_api
+from tests.conftest import AGENT_TEST_CONFIG
+from tests.livekit_fixtures import (
+    Participant,
+    WorkerProcess,
+    dispatch_agent,
+    room_name,
+    settings_for,
+    wait_agent_ready,
+)
+
+LONG = {
+    "en": "This announcement is long on purpose, so that it is still being spoken when the "
+    "next message arrives, about trains, platforms and the weather.",
+    "es": "Este anuncio es largo a propósito, para que siga sonando cuando llegue el siguiente "
+    "mensaje, sobre trenes, andenes y el tiempo.",
+}
+SHORT_JA = "今日はいい天気ですね。"
+EVENT_WAIT_S = 120.0
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture(scope="module")
+def two_track_worker(
+    livekit_server: DevServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    folder = tmp_path_factory.mktemp("two-tracks")
+    repo = Path(__file__).resolve().parent.parent
+    config = folder / "config.yaml"
+    config.write_text(
+        AGENT_TEST_CONFIG.replace("agent:\n", "agent:\n  max_tracks_per_room: 2\n")
+        + f"voices_file: {repo / 'voices.yaml'}\nmodels_dir: {repo / 'models'}\n"
+    )
+    worker = WorkerProcess(livekit_server, config, folder / "worker.log")
+    worker.wait_registered()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+async def sender(
+    livekit_server: DevServer, two_track_worker: WorkerProcess
+) -> AsyncIterator[tuple[str, Participant, Participant]]:
+    name = room_name("tracks")
+    await dispatch_agent(livekit_server, name)
+    sender = await Participant("sender").join(livekit_server, name)
+    bystander = await Participant("bystander").join(livekit_server, name)
+    agent = await wait_agent_ready(sender)
+    yield agent, sender, bystander
+    await asyncio.gather(sender.leave(), bystander.leave())
+
+
+def track_attributes(participant: Participant, agent: str) -> set[str]:
+    attributes = participant.room.remote_participants[agent].attributes
+    return {
+        key for key, value in attributes.items() if key.startswith(TRACK_ATTRIBUTE_PREFIX) and value
+    }
+
+
+async def test_a_room_s_tracks_are_bounded_and_idle_ones_retired(
+    sender: tuple[str, Participant, Participant],
+) -> None:
+    agent, person, bystander = sender
+    for language, text in LONG.items():
+        await person.send({"id": f"long-{language}", "text": text, "language": language})
+    for language in LONG:
+        await person.wait_event(f"long-{language}", "started", EVENT_WAIT_S)
+    # both tracks speak: a third language is refused, with a reason, and nothing else stops
+    await person.send({"id": "third", "text": SHORT_JA, "language": "ja"})
+    refused = await person.wait_event("third", "error", EVENT_WAIT_S)
+    assert refused["code"] == "too_many_tracks", refused
+    for language in LONG:
+        finished = await person.wait_event(f"long-{language}", "finished", EVENT_WAIT_S)
+        assert finished["interrupted"] is False
+    assert track_attributes(person, agent) == {
+        TRACK_ATTRIBUTE_PREFIX + "tts-en",
+        TRACK_ATTRIBUTE_PREFIX + "tts-es",
+    }
+    # both idle now: the oldest (English) makes room for Japanese
+    await person.send({"id": "ja", "text": SHORT_JA, "language": "ja"})
+    finished = await person.wait_event("ja", "finished", EVENT_WAIT_S)
+    assert finished["interrupted"] is False and finished["track"] == "tts-ja"
+
+    def retired() -> bool:
+        return track_attributes(person, agent) == {
+            TRACK_ATTRIBUTE_PREFIX + "tts-es",
+            TRACK_ATTRIBUTE_PREFIX + "tts-ja",
+        }
+
+    await person.wait_for(retired, 30.0, "the English track retired")
+    published = {
+        pub.name for pub in person.room.remote_participants[agent].track_publications.values()
+    }
+    assert published == {"tts-es", "tts-ja"}
+    # what one participant sent is answered to them alone
+    assert person.events_for("ja") and not bystander.events_for("ja")
+    assert not bystander.events_for("third")
+
+
+async def test_text_the_server_sends_without_reply_to_tells_no_one(
+    livekit_server: DevServer,
+    two_track_worker: WorkerProcess,
+    service_config: ServiceConfig,
+    synthesizer: SpeechSynthesizer,
+) -> None:
+    name = room_name("quiet")
+    listener = await Participant("listener").join(livekit_server, name)
+    try:
+        async with rooms_api(service_config, synthesizer, settings_for(livekit_server)) as api:
+            reply = await api.post(
+                f"/rooms/{name}/speak", json={"text": "Nobody asked for these events."}
+            )
+            body = await reply.json()
+            assert reply.status == 202, body
+
+            def heard() -> bool:
+                track = listener.tracks.get("tts-en")
+                return track is not None and track.audible_seconds(0.0) > 1.0
+
+            await listener.wait_for(heard, EVENT_WAIT_S, "the server's text spoken")
+            await asyncio.sleep(3.0)  # the finished event, had it been sent, would be here
+        assert listener.events_for(str(body["id"])) == []
+        assert listener.events == []
+    finally:
+        await listener.leave()
