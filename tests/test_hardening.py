@@ -81,12 +81,13 @@ async def test_a_cloning_reference_is_not_decoded_without_a_session_slot(
 ) -> None:
     config = with_api(service_config, max_sessions_total=1)
     garbage = base64.b64encode(b"not audio at all" * 1000).decode()
+    cloning = {"text": QUICK, "voice_clone_reference": garbage}
     async with api_client(config, synthesizer) as client, client.ws_connect("/ws/synthesize"):
         # the one slot is held: refused at once, the reference never decoded (it would be 400)
-        reply = await client.post("/synthesize", json={"text": QUICK, "voice_clone_reference": garbage})
+        reply = await client.post("/synthesize", json=cloning)
         assert (await error_of(reply, 429))["code"] == "too_many_sessions"
     async with api_client(config, synthesizer) as client:
-        reply = await client.post("/synthesize", json={"text": QUICK, "voice_clone_reference": garbage})
+        reply = await client.post("/synthesize", json=cloning)
         assert reply.status == 400  # with a slot free, it is decoded and refused for what it is
 
 
