@@ -108,6 +108,10 @@ _HIRAGANA = re.compile(r"[\u3041-\u309f]")
 _WORD = re.compile(r"[\w'’]+")
 
 
+HARD_CUT_FACTOR = 2
+"""A piece with no clause or word boundary within this many times its limit is cut at it."""
+
+
 def limits_for(language: str) -> SegmenterLimits:
     primary = language.lower().replace("_", "-").split("-")[0]
     return CJK_LIMITS if primary in _CJK_LANGUAGES else LATIN_LIMITS
@@ -232,11 +236,18 @@ def segment_text(text: str, language: str = "en", first_index: int = 0) -> list[
                 start + limits.first_clause_min_chars if first else None,
             )
             if cut is None:
-                # a long word, URL or number fills the window: cut right after it
+                # a long word, URL or number fills the window: cut right after it; text with
+                # no place to cut at all (a run of kana, a hostile token) is cut at the limit,
+                # so no piece, and no streamed text waiting for a cut, grows without bound
+                hard_limit = start + HARD_CUT_FACTOR * limits.max_for(first_index + len(pieces))
                 later = [c for c in clauses | allowed_words if highest < c < sentence_end]
-                if not later:
-                    break
-                cut = min(later)
+                later = [c for c in later if c <= hard_limit]
+                if later:
+                    cut = min(later)
+                elif sentence_end <= hard_limit:
+                    break  # the whole sentence is within reach: one piece
+                else:
+                    cut = highest
                 boundary = Boundary.CLAUSE if cut in clauses else Boundary.WORD
             add(start, cut, boundary)
             start = _skip_spaces(text, cut)

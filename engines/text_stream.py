@@ -32,6 +32,12 @@ class IncrementalSegmenter:
     def pieces_out(self) -> int:
         return self._pieces_out
 
+    @property
+    def pending_chars(self) -> int:
+        """Text received and not yet handed over: bounded by the piece limits, so each push
+        costs work in proportion to the push, not to all the text so far."""
+        return len(self._pending)
+
     def push(self, text: str) -> list[TextPiece]:
         """Add text; return the pieces that are now complete."""
         self._received_chars += len(text)

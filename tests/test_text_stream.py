@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engines.errors import EmptyTextError, TextTooLongError
-from engines.segmenter import Boundary
+from engines.segmenter import HARD_CUT_FACTOR, Boundary, limits_for
 from engines.synthesizer import SpeechSynthesizer, SynthesisRequest
 from engines.text_normalizer import normalize_text
 from engines.text_stream import IncrementalSegmenter
@@ -98,3 +98,24 @@ async def test_stream_with_nothing_speakable_is_an_error(synthesizer: SpeechSynt
     stream.end_input()
     with pytest.raises(EmptyTextError):
         await stream.utterance.collect()
+
+
+@pytest.mark.parametrize(
+    ("language", "text"),
+    [("ja", "あ" * 5000), ("en", "x" * 5000), ("en", "https://example.com/" + "a" * 5000)],
+)
+def test_text_with_nowhere_to_cut_is_still_handed_over_as_it_arrives(
+    language: str, text: str
+) -> None:
+    """A run of kana or one hostile token used to wait whole for a cut, and each push
+    normalized and segmented everything received so far (20 000 characters pushed one by one
+    took minutes on the loop that serves every room)."""
+    limit = HARD_CUT_FACTOR * limits_for(language).max_chars
+    segmenter = IncrementalSegmenter(language, max_chars=len(text))
+    pieces = []
+    for char in text:
+        pieces += segmenter.push(char)
+        assert segmenter.pending_chars <= limit
+    pieces += segmenter.flush()
+    assert all(len(piece.text) <= limit for piece in pieces)
+    assert "".join(piece.text for piece in pieces) == text  # nothing lost, nothing added
