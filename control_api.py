@@ -24,6 +24,7 @@ from api.auth import ANONYMOUS, KEY_OF_REQUEST, is_admin, make_auth_middleware
 from api.errors import ERROR_COUNTER, error_middleware, json_error
 from api.openai_voices import OPENAI_MODELS, OPENAI_VOICES, looks_japanese
 from api.openapi import OPENAPI_SPEC
+from api.rate_limit import RATE_LIMITER, RateLimiter, caller_of
 from api.redaction import name_models_dir, public_dumps, redact_access_log, scrubbed_dict
 from api.request_parsing import (
     audio_format,
@@ -84,7 +85,7 @@ async def ws_synthesize(request: web.Request) -> web.StreamResponse:
             max_msg_size=services.settings.max_ws_message_bytes + WS_FRAME_SLACK_BYTES,
         )
         await ws.prepare(request)
-        await WebSocketSession(ws, services).run()
+        await WebSocketSession(ws, services, caller_of(request)).run()
         return ws
 
 
@@ -96,6 +97,7 @@ async def synthesize(request: web.Request) -> web.StreamResponse:
     if "enhance_audio" in request.query:
         body["enhance_audio"] = request.query["enhance_audio"]
     parsed = parse_synthesis(body, default_format=AudioFormat.WAV)
+    services.count_request(caller_of(request))
     with services.limiter.slot(_key(request)):  # before a cloning reference is decoded
         parsed = await with_voice_reference(parsed)
         utterance = services.admit(services.synthesizer.synthesize(parsed.synthesis))
@@ -160,6 +162,7 @@ async def openai_speech(request: web.Request) -> web.StreamResponse:
         speed=speed,
         sample_rate=24_000,
     )
+    services.count_request(caller_of(request))
     with services.limiter.slot(_key(request)):
         utterance = services.admit(services.synthesizer.synthesize(synthesis))
         encoder = create_encoder(fmt, synthesis.sample_rate)
@@ -326,6 +329,8 @@ def create_app(
         client_max_size=settings.max_body_bytes,
     )
     app.add_routes(routes)
+    if settings.rate_limit is not None:  # one per key across HTTP, WebSocket and rooms
+        app[RATE_LIMITER] = RateLimiter(settings.rate_limit, "this API key or client")
     redact_access_log()  # no ?token=KEY in access logs
     name_models_dir(config.models_dir)  # replies show models_dir/..., not this machine's paths
     add_agent_watch(app, add_room_routes(app, livekit, settings))
@@ -336,7 +341,7 @@ def create_app(
         synth = synthesizer or create_synthesizer(config)
         if owned:
             await synth.start()
-        services = ApiServices(synthesizer=synth, settings=settings)
+        services = ApiServices(synthesizer=synth, settings=settings, rate=app.get(RATE_LIMITER))
         services.metrics.watch_engines(synth.registry)
         services.metrics.know_languages(synth.router.known_languages())
         if quality_scoring:

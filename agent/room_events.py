@@ -48,6 +48,12 @@ class EventSender:
             logger.info("event %s for %s not delivered: %s", event.value, request_id, exc)
 
     async def error(
-        self, request_id: str | None, reply_to: str | None, code: str, message: str
+        self,
+        request_id: str | None,
+        reply_to: str | None,
+        code: str,
+        message: str,
+        retry_after_s: int | None = None,
     ) -> None:
-        await self.send(EventType.ERROR, request_id, reply_to, code=code, message=message)
+        extra = {} if retry_after_s is None else {"retry_after_s": retry_after_s}
+        await self.send(EventType.ERROR, request_id, reply_to, code=code, message=message, **extra)

@@ -39,6 +39,8 @@ from agent.speak_request import (
 )
 from agent.speech_journal import PENDING_ATTRIBUTE, PendingSpeech, encode, lost_in
 from agent.track_player import QueuedSpeech, TrackPlayer
+from api.errors import retry_after
+from api.rate_limit import RateLimiter
 from api.service_metrics import WorkerMetrics
 from engines.config import AgentSettings
 from engines.errors import HiveTTSError, TextTooLongError
@@ -80,6 +82,9 @@ class RoomSession:
         """Ids of requests the server API sent, so a resent one is spoken once."""
         self._journal_dirty = asyncio.Event()
         self._journal_task: asyncio.Task[None] | None = None
+        limit = settings.rate_limit_per_participant
+        self._rate = None if limit is None else RateLimiter(limit, "this participant")
+        metrics.underruns.labels(room.name).inc(0)  # the series exists before its first underrun
 
     def attach(self) -> None:
         self.room.on("data_received", self._on_data)
@@ -253,6 +258,8 @@ class RoomSession:
         refusal = self._policy.refusal(identity, self._sender_attributes(identity))
         if refusal is not None:
             raise NotAllowedError(refusal)
+        if identity is not None and self._rate is not None:  # the server's text is not limited
+            self._rate.take(identity)
 
     def _check_room_for(self, request: SpeakRequest) -> None:
         if request.mode is SpeakMode.INTERRUPT:
@@ -275,7 +282,7 @@ class RoomSession:
         request_id = request.id if request is not None else _id_of(payload)
         reply_to = request.reply_to if request is not None else identity
         self._metrics.errors.labels(exc.code).inc()
-        await self._events.error(request_id, reply_to, exc.code, str(exc))
+        await self._events.error(request_id, reply_to, exc.code, str(exc), retry_after(exc))
 
     # -- output -------------------------------------------------------------------------
 

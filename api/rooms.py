@@ -44,6 +44,7 @@ from agent.speech_journal import (
 )
 from api.auth import is_admin, may_speak_in, room_patterns
 from api.errors import json_error
+from api.rate_limit import RATE_LIMITER, caller_of
 from api.request_parsing import parse_json_object
 from engines.config import ApiSettings
 from engines.errors import HiveTTSError, RequestError
@@ -527,6 +528,9 @@ async def speak_handler(request: web.Request) -> web.Response:
             "forbidden",
             f"making the agent speak in room {room!r} needs an admin key or a key for that room",
         )
+    limiter = request.app.get(RATE_LIMITER)
+    if limiter is not None:
+        limiter.take(caller_of(request))
     body = parse_json_object(await request.read())
     reply = await request.app[ROOMS_KEY].speak(room, body)
     return web.json_response(reply, status=202)

@@ -189,8 +189,8 @@ class WorkerMetrics(ServiceMetrics):
         )
 
     def forget_room(self, room: str) -> None:
-        for gauge in (self.room_queue, self.room_tracks, self.room_speaking):
+        for family in (self.room_queue, self.room_tracks, self.room_speaking, self.underruns):
             try:
-                gauge.remove(room)
+                family.remove(room)
             except KeyError:
                 pass

@@ -21,6 +21,7 @@ from engines.synthesizer import SpeechSynthesizer, Utterance
 
 from .errors import EngineBusyError
 from .playback import PlaybackTracker
+from .rate_limit import RateLimiter
 from .service_metrics import ServiceMetrics
 from .session_limits import SessionLimiter
 
@@ -50,11 +51,18 @@ class ApiServices:
     sampler: QualitySampler | None = None
     started_at: float = field(default_factory=time.monotonic)
     limiter: SessionLimiter = field(init=False)
+    rate: RateLimiter | None = None
+    """Synthesis requests per key (``api.rate_limit``), shared with the room routes."""
     _utterance_count: itertools.count[int] = field(default_factory=itertools.count)
 
     def __post_init__(self) -> None:
         s = self.settings
         self.limiter = SessionLimiter(s.max_sessions_total, s.max_sessions_per_key, s.retry_after_s)
+
+    def count_request(self, caller: str) -> None:
+        """One synthesis request of ``caller``; ``RateLimitedError`` over its rate."""
+        if self.rate is not None:
+            self.rate.take(caller)
 
     def admit(self, utterance: Utterance) -> Utterance:
         """``utterance``, unless it would wait longer than ``max_engine_wait_s`` for the engine

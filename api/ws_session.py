@@ -71,9 +71,11 @@ class _Job:
 
 
 class WebSocketSession:
-    def __init__(self, ws: web.WebSocketResponse, services: ApiServices) -> None:
+    def __init__(self, ws: web.WebSocketResponse, services: ApiServices, caller: str) -> None:
         self._ws = ws
         self._services = services
+        self._caller = caller
+        """Whom the connection's requests count against (``api.rate_limit``)."""
         self._jobs: asyncio.Queue[_Job] = asyncio.Queue()
         self._current: _Job | None = None
         self._open_stream: _Job | None = None
@@ -137,6 +139,7 @@ class WebSocketSession:
                 self._flush()
             elif kind in (None, "synthesize"):
                 parsed = parse_synthesis(_without_type(message))
+                self._services.count_request(self._caller)
                 self._check_room_in_queue()  # before a cloning reference is decoded
                 parsed = await with_voice_reference(parsed)
                 self._enqueue(parsed, stream=None)
@@ -190,6 +193,7 @@ class WebSocketSession:
             raise InvalidOptionError("'text' must be a string")
         if self._open_stream is None or self._open_stream.cancelled:
             request = parse_synthesis(_without_type(message), require_text=False)
+            self._services.count_request(self._caller)
             self._check_room_in_queue()
             request = await with_voice_reference(request)
             stream = self._services.synthesizer.open_text_stream(

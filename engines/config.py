@@ -91,6 +91,13 @@ class EngineSelection(_Section):
     edge_tts: EdgeSettings = Field(default=EdgeSettings(), alias="edge-tts")
 
 
+class RateLimit(_Section):
+    """Requests a caller may make: ``per_minute`` on average, ``burst`` at once."""
+
+    per_minute: float = Field(default=600.0, gt=0)
+    burst: int = Field(default=60, ge=1)
+
+
 class Limits(_Section):
     max_text_chars: int = Field(default=10_000, ge=1)
 
@@ -118,6 +125,9 @@ class ApiSettings(_Section):
     max_engine_wait_s: float | None = Field(default=1.0, gt=0)
     """Refuse a new request (429 ``engine_busy``) that would wait longer than this for its
     engine (``DeadlineExecutor.expected_wait_s``); null: never refuse, start late instead."""
+    rate_limit: RateLimit | None = RateLimit()
+    """Per API key (per client address without keys): synthesis requests (HTTP, each
+    WebSocket request, room speak). Over it: 429 ``rate_limited`` with Retry-After. null: none."""
     quality_sample_every: int = Field(default=50, ge=0)
     """Score every n-th utterance with DNSMOS, off the hot path (0: never)."""
 
@@ -161,6 +171,9 @@ class AgentSettings(_Section):
     health_port: int = Field(default=8081, ge=0, le=65535)
     """livekit-agents' own health endpoint (0: any free port)."""
     permission: SpeakPermission = SpeakPermission()
+    rate_limit_per_participant: RateLimit | None = RateLimit(per_minute=120.0, burst=20)
+    """``tts.speak`` requests a participant may send; over it an ``error`` event
+    ``rate_limited`` with ``retry_after_s``. Text the server sends is not limited here."""
 
 
 class ServiceConfig(_Section):

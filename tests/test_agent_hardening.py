@@ -33,6 +33,10 @@ LONG = {
 }
 SHORT_JA = "今日はいい天気ですね。"
 EVENT_WAIT_S = 120.0
+LIMITS = """\
+  max_tracks_per_room: 2
+  rate_limit_per_participant: {per_minute: 6, burst: 3}
+"""
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -45,7 +49,7 @@ def two_track_worker(
     repo = Path(__file__).resolve().parent.parent
     config = folder / "config.yaml"
     config.write_text(
-        AGENT_TEST_CONFIG.replace("agent:\n", "agent:\n  max_tracks_per_room: 2\n")
+        AGENT_TEST_CONFIG.replace("agent:\n", "agent:\n" + LIMITS)
         + f"voices_file: {repo / 'voices.yaml'}\nmodels_dir: {repo / 'models'}\n"
     )
     worker = WorkerProcess(livekit_server, config, folder / "worker.log")
@@ -140,3 +144,18 @@ async def test_text_the_server_sends_without_reply_to_tells_no_one(
         assert listener.events == []
     finally:
         await listener.leave()
+
+
+async def test_a_participant_over_its_rate_is_told_when_to_retry_and_others_go_on(
+    sender: tuple[str, Participant, Participant],
+) -> None:
+    _, person, bystander = sender
+    for n in range(4):  # the room queues 3 (the test worker's limit): the rate refuses first
+        await person.send({"id": f"r{n}", "text": "Hi.", "language": "en"})
+    refused = await person.wait_event("r3", "error", EVENT_WAIT_S)
+    assert refused["code"] == "rate_limited" and refused["retry_after_s"] == 10, refused
+    for n in range(3):  # the three within the burst are spoken
+        finished = await person.wait_event(f"r{n}", "finished", EVENT_WAIT_S)
+        assert finished["interrupted"] is False
+    await bystander.send({"id": "b0", "text": "My turn.", "language": "en"})
+    assert (await bystander.wait_event("b0", "finished", EVENT_WAIT_S))["interrupted"] is False

@@ -9,11 +9,12 @@ import logging
 from pathlib import Path
 
 import pytest
-from aiohttp import WSCloseCode, WSMsgType
+from aiohttp import ClientWebSocketResponse, WSCloseCode, WSMsgType
 
+from api.rate_limit import MAX_TRACKED, RateLimitedError, RateLimiter
 from api.redaction import REDACTED, scrub_paths
 from api.service_metrics import OTHER_LANGUAGE, ServiceMetrics
-from engines.config import ServiceConfig
+from engines.config import RateLimit, ServiceConfig
 from engines.synthesizer import SpeechSynthesizer
 from tests.api_fixtures import (
     api_client,
@@ -180,3 +181,52 @@ async def test_replies_name_no_server_paths(
         assert root not in text and "/work/" not in text, text[:400]
     assert "models_dir/xtts_v2" in texts[0]  # still says where, relative to the models directory
     assert scrub_paths(f"read {root}/kokoro/voices/x.bin") == "read models_dir/kokoro/voices/x.bin"
+
+
+async def test_each_key_has_its_own_rate_over_http_and_websocket(
+    service_config: ServiceConfig, synthesizer: SpeechSynthesizer
+) -> None:
+    config = with_api(
+        service_config,
+        api_keys=("alice", "bob"),
+        rate_limit=RateLimit(per_minute=6, burst=3),
+    )
+    alice = {"Authorization": "Bearer alice"}
+    async with api_client(config, synthesizer) as client:
+        for _ in range(2):
+            reply = await client.post("/synthesize", json={"text": QUICK}, headers=alice)
+            assert reply.status == 200
+        async with client.ws_connect("/ws/synthesize", headers=alice) as ws:
+            spoken = await until_final(await _sent(ws, {"text": QUICK, "request_id": "third"}))
+            assert spoken.final["type"] == "final"
+            refused = await until_final(await _sent(ws, {"text": QUICK, "request_id": "fourth"}))
+            assert refused.final["code"] == "rate_limited"
+            assert refused.final["retry_after_s"] == 10  # one request every 10 s
+        over = await client.post("/synthesize", json={"text": QUICK}, headers=alice)
+        assert (await error_of(over, 429))["code"] == "rate_limited"
+        assert over.headers["Retry-After"] == "10"
+        # another key is not held back by alice's rate
+        bob = await client.post(
+            "/synthesize", json={"text": QUICK}, headers={"Authorization": "Bearer bob"}
+        )
+        assert bob.status == 200
+
+
+async def _sent(ws: ClientWebSocketResponse, message: dict[str, object]) -> ClientWebSocketResponse:
+    await ws.send_json(message)
+    return ws
+
+
+def test_a_bucket_refills_at_its_rate_and_forgets_the_oldest_callers() -> None:
+    now = [0.0]
+    limiter = RateLimiter(RateLimit(per_minute=60, burst=2), "caller", clock=lambda: now[0])
+    limiter.take("a")
+    limiter.take("a")
+    with pytest.raises(RateLimitedError) as refused:
+        limiter.take("a")
+    assert refused.value.retry_after_s == 1
+    now[0] += 1.0
+    limiter.take("a")  # one token back after a second
+    for n in range(MAX_TRACKED + 5):
+        limiter.take(f"caller-{n}")
+    assert len(limiter._buckets) == MAX_TRACKED  # bounded, whoever calls
