@@ -15,12 +15,14 @@ LK := $(LIVEKIT_BIN)/lk
 GO ?= go
 SAMPLE_TEXT := Hello! This is HIVE TTS speaking. Streaming speech starts before the sentence is done.
 
-.PHONY: install voices livekit redis cluster run test lint typecheck bench clean
+.PHONY: install voices livekit redis haproxy prometheus cluster run test lint typecheck bench clean
 
-$(STAMP): requirements.lock pyproject.toml
+# what the service runs with (the image installs this lock alone) + what the tests add
+$(STAMP): requirements-runtime.lock requirements-test.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-runtime.lock \
+		-r requirements-test.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	$(BIN)/python -m pip check
 	touch $(STAMP)
@@ -52,6 +54,16 @@ livekit: $(LIVEKIT_SERVER) $(LK)
 redis:
 	command -v redis-server >/dev/null || (apt-get update -q && apt-get install -y -q redis-server)
 
+# tests/test_monitoring.py checks deploy/prometheus with promtool and scrapes a live service
+# with its own prometheus on a free loopback port: Debian's package, installed when missing.
+prometheus:
+	command -v promtool >/dev/null || (apt-get update -q && apt-get install -y -q prometheus)
+
+# tests/test_deploy.py checks deploy/haproxy.cfg and runs it in front of two control API
+# instances: Debian's package, installed when missing.
+haproxy:
+	command -v haproxy >/dev/null || (apt-get update -q && apt-get install -y -q haproxy)
+
 # one Redis and $(CLUSTER_NODES) livekit-server nodes on 127.0.0.1, until Ctrl-C
 cluster: install $(LIVEKIT_SERVER) redis
 	$(BIN)/python -m agent.livekit_cluster --nodes $(CLUSTER_NODES)
@@ -69,7 +81,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # the tests build what they need and do not wait on the model hub
-test: $(STAMP) livekit redis lint typecheck
+test: $(STAMP) livekit redis haproxy prometheus lint typecheck
 	$(BIN)/pytest -q
 
 bench: install livekit

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from engines.config import ServiceConfig, load_config
 from engines.errors import HiveTTSError
 from engines.names import EngineName, QualityTier, SelectionStrategy
 from engines.synthesizer import SpeechSynthesizer, SynthesisRequest, create_synthesizer
+from engines.tracing import configure_tracing
 from engines.voice_listing import voice_listing
 
 from .paths import DEFAULT_CONFIG
@@ -60,13 +62,25 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("-o", "--output", default="hive-tts.wav", help="WAV file ('-' for stdout)")
 
     serve = commands.add_parser("serve", help="run the control API (HTTP + WebSocket)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default loopback; any other needs API keys)",
+    )
     serve.add_argument("--port", type=int, default=8003)
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve off loopback without API keys (only behind your own authentication)",
+    )
 
     agent = commands.add_parser(
         "agent", help="run the LiveKit agent worker (LIVEKIT_URL, LIVEKIT_API_KEY/SECRET)"
     )
     agent.add_argument("--metrics-port", type=int, help="Prometheus port (default from config)")
+    agent.add_argument(
+        "--metrics-host", help="address the Prometheus port binds (default from config)"
+    )
     agent.add_argument("--health-port", type=int, help="livekit-agents health port")
     agent.add_argument(
         "--no-supervise",
@@ -181,7 +195,28 @@ def _with_env_keys(config: ServiceConfig) -> ServiceConfig:
     return config.model_copy(update={"api": config.api.model_copy(update=update)})
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is reachable from this machine only."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # another name or every address ("", "0.0.0.0", "::"): assume reachable
+
+
 def _serve(config: ServiceConfig, args: argparse.Namespace) -> int:
+    # refused before anything loads: an open API on the network is a mistake, not a default
+    keys = config.api.api_keys or config.api.admin_keys
+    if not keys and not is_loopback(args.host) and not args.insecure_no_auth:
+        print(
+            f"hive-tts: keys_required: refusing to serve on {args.host} without API keys; set "
+            f"api.api_keys in the configuration or ${API_KEYS_ENV}, or pass "
+            "--insecure-no-auth when your own authentication is in front",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+
     from aiohttp import web
 
     from api.rooms import LiveKitSettings
@@ -210,15 +245,21 @@ def _agent(config: ServiceConfig, args: argparse.Namespace, argv: Sequence[str])
         child = [sys.executable, "-m", "hive_tts.cli", *argv, "--no-supervise"]
         return Supervisor(child, access).run()
     die_with_supervisor()
+    return asyncio.run(run_worker(with_agent_flags(config, args), url))
 
-    update: dict[str, int] = {}
+
+def with_agent_flags(config: ServiceConfig, args: argparse.Namespace) -> ServiceConfig:
+    """``config`` with the ``agent`` flags given on the command line in place of its values."""
+    update: dict[str, int | str] = {}
+    if args.metrics_host is not None:
+        update["metrics_host"] = args.metrics_host
     if args.metrics_port is not None:
         update["metrics_port"] = args.metrics_port
     if args.health_port is not None:
         update["health_port"] = args.health_port
-    if update:
-        config = config.model_copy(update={"agent": config.agent.model_copy(update=update)})
-    return asyncio.run(run_worker(config, url))
+    if not update:
+        return config
+    return config.model_copy(update={"agent": config.agent.model_copy(update=update)})
 
 
 def _dev(config: ServiceConfig, args: argparse.Namespace) -> int:
@@ -235,6 +276,16 @@ def _cluster(config: ServiceConfig, args: argparse.Namespace) -> int:
     return run_cluster(config, args.config, port=args.port, nodes=args.nodes, room=args.room)
 
 
+TRACED_COMMANDS = {
+    "serve": "hive-tts-api",
+    "agent": "hive-tts-agent",
+    "dev": "hive-tts-dev",
+    "say": "hive-tts-say",
+}
+"""Commands that export utterance spans when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, and the
+service name they use unless ``OTEL_SERVICE_NAME`` gives one (``engines.tracing``)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -244,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         config = _with_env_keys(load_config(_config_path(args.config)))
+        if args.command in TRACED_COMMANDS:  # spans over OTLP when an endpoint is set
+            configure_tracing(TRACED_COMMANDS[args.command])
         if args.command == "serve":
             return _serve(config, args)
         if args.command == "agent":
