@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.agent_watch import add_agent_watch
 from api.auth import ANONYMOUS, KEY_OF_REQUEST, is_admin, make_auth_middleware
 from api.errors import ERROR_COUNTER, error_middleware, json_error
+from api.memory_guard import MemoryGuard
 from api.openai_voices import OPENAI_MODELS, OPENAI_VOICES, looks_japanese
 from api.openapi import OPENAPI_SPEC
 from api.rate_limit import RATE_LIMITER, RateLimiter, caller_of
@@ -242,6 +243,9 @@ async def health(request: web.Request) -> web.Response:
             problems.append(f"{engine['engine']} is benched after failures")
     if float(memory["percent"]) > MEMORY_WARN_PERCENT:
         problems.append(f"memory at {memory['percent']}%")
+    pressure = services.memory.problem() if services.memory is not None else None
+    if pressure is not None:
+        problems.append(f"refusing new work: {pressure}")
     workers = max(1, len(loaded))
     if queue_depth > QUEUE_WARN_PER_WORKER * workers:
         problems.append(f"{queue_depth} syntheses waiting for an engine thread")
@@ -341,7 +345,12 @@ def create_app(
         synth = synthesizer or create_synthesizer(config)
         if owned:
             await synth.start()
-        services = ApiServices(synthesizer=synth, settings=settings, rate=app.get(RATE_LIMITER))
+        services = ApiServices(
+            synthesizer=synth,
+            settings=settings,
+            rate=app.get(RATE_LIMITER),
+            memory=MemoryGuard(config.limits),
+        )
         services.metrics.watch_engines(synth.registry)
         services.metrics.know_languages(synth.router.known_languages())
         if quality_scoring:

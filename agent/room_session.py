@@ -40,6 +40,7 @@ from agent.speak_request import (
 from agent.speech_journal import PENDING_ATTRIBUTE, PendingSpeech, encode, lost_in
 from agent.track_player import QueuedSpeech, TrackPlayer
 from api.errors import retry_after
+from api.memory_guard import MemoryGuard
 from api.rate_limit import RateLimiter
 from api.service_metrics import WorkerMetrics
 from engines.config import AgentSettings
@@ -62,6 +63,7 @@ class RoomSession:
         metrics: WorkerMetrics,
         policy: SpeakPolicy,
         max_text_chars: int,
+        memory: MemoryGuard | None = None,
     ) -> None:
         self.room = room
         self._host = host
@@ -69,6 +71,7 @@ class RoomSession:
         self._metrics = metrics
         self._policy = policy
         self._max_text_chars = max_text_chars
+        self._memory = memory
         self._events = EventSender(room)
         self._players: dict[tuple[str, str], TrackPlayer] = {}
         self._publishing = asyncio.Lock()
@@ -258,6 +261,8 @@ class RoomSession:
         refusal = self._policy.refusal(identity, self._sender_attributes(identity))
         if refusal is not None:
             raise NotAllowedError(refusal)
+        if self._memory is not None:
+            self._memory.check()
         if identity is not None and self._rate is not None:  # the server's text is not limited
             self._rate.take(identity)
 

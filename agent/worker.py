@@ -30,6 +30,7 @@ from agent.speak_policy import SpeakPolicy
 from agent.speak_request import AGENT_ATTRIBUTE, READY_ATTRIBUTE, WORKER_ATTRIBUTE
 from agent.speech_journal import replaced_in
 from agent.supervisor import EXIT_LIVEKIT_LOST
+from api.memory_guard import MemoryGuard
 from api.service_metrics import WorkerMetrics
 from engines.config import ServiceConfig
 
@@ -54,6 +55,7 @@ class WorkerState:
     host: EngineHost
     metrics: WorkerMetrics
     load: LoadMonitor
+    memory: MemoryGuard
     sessions: dict[RoomSession, tuple[asyncio.AbstractEventLoop, JobContext]] = field(
         default_factory=dict
     )
@@ -156,6 +158,7 @@ async def entrypoint(ctx: JobContext) -> None:
         worker.metrics,
         policy,
         worker.config.limits.max_text_chars,
+        worker.memory,
     )
     session.attach()
     worker.add(session, ctx)
@@ -275,7 +278,7 @@ async def run_worker(config: ServiceConfig, livekit_url: str = "") -> int:
     metrics = WorkerMetrics()
     metrics.watch_engines(host.synthesizer.registry)
     metrics.know_languages(host.synthesizer.router.known_languages())
-    worker = WorkerState(config, host, metrics, load)
+    worker = WorkerState(config, host, metrics, load, MemoryGuard(config.limits))
     _STATE = worker
     server = build_server(config, load)
     registration = Registration(livekit_url)

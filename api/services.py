@@ -20,6 +20,7 @@ from engines.quality import QualitySampler, QualityScore
 from engines.synthesizer import SpeechSynthesizer, Utterance
 
 from .errors import EngineBusyError
+from .memory_guard import MemoryGuard
 from .playback import PlaybackTracker
 from .rate_limit import RateLimiter
 from .service_metrics import ServiceMetrics
@@ -53,6 +54,8 @@ class ApiServices:
     limiter: SessionLimiter = field(init=False)
     rate: RateLimiter | None = None
     """Synthesis requests per key (``api.rate_limit``), shared with the room routes."""
+    memory: MemoryGuard | None = None
+    """Refuses new requests while memory is short (``limits``)."""
     _utterance_count: itertools.count[int] = field(default_factory=itertools.count)
 
     def __post_init__(self) -> None:
@@ -60,7 +63,10 @@ class ApiServices:
         self.limiter = SessionLimiter(s.max_sessions_total, s.max_sessions_per_key, s.retry_after_s)
 
     def count_request(self, caller: str) -> None:
-        """One synthesis request of ``caller``; ``RateLimitedError`` over its rate."""
+        """One new synthesis request of ``caller``: ``MemoryPressureError`` while memory is
+        short, ``RateLimitedError`` over the caller's rate."""
+        if self.memory is not None:
+            self.memory.check()
         if self.rate is not None:
             self.rate.take(caller)
 

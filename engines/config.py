@@ -41,6 +41,9 @@ class HealthPolicy(_Section):
     failures_before_cooldown: int = Field(default=3, ge=1)
     cooldown_s: float = Field(default=30.0, gt=0)
     probe_timeout_s: float = Field(default=10.0, gt=0)
+    stall_timeout_s: float = Field(default=20.0, gt=0)
+    """An engine that gives no audio for this long, beyond its expected wait for a thread, has
+    stalled: the piece fails over to the next engine (and counts as the engine's failure)."""
 
 
 class EngineThreads(_Section):
@@ -100,6 +103,10 @@ class RateLimit(_Section):
 
 class Limits(_Section):
     max_text_chars: int = Field(default=10_000, ge=1)
+    max_rss_mb: int | None = Field(default=None, ge=1)
+    """Refuse new work (503 ``memory_pressure``) while the process uses more (null: no limit)."""
+    max_memory_percent: float = Field(default=95.0, gt=0, le=100)
+    """Refuse new work while the machine's memory in use is over this share."""
 
 
 class ApiSettings(_Section):

@@ -146,13 +146,14 @@ class PiperBackend(EngineBackend):
         self._threads = threads
         self._deterministic = deterministic
         self._voices: dict[str, _LoadedVoice] = {}
+        self._broken: dict[str, str] = {}
+        """Voice files found but not loadable, with why."""
         self._phonemize_lock = threading.Lock()  # espeak-ng phonemizer state is process-global
         self._executor = DeadlineExecutor(threads.workers, thread_name_prefix="piper")
 
     def _load(self) -> None:
         try:
-            from piper.config import PiperConfig
-            from piper.voice import PiperVoice
+            import piper.voice  # noqa: F401  (the voices load it; here: is it installed?)
         except ImportError as exc:
             raise EngineNotInstalled("piper-tts is not installed") from exc
         directories = [self._models_dir]
@@ -163,33 +164,46 @@ class PiperBackend(EngineBackend):
         if not models:
             raise EngineNotInstalled(f"no Piper voice found in {self._models_dir}")
         for name, path in models.items():
-            config = json.loads(path.with_name(path.name + ".json").read_text(encoding="utf-8"))
-            voice = PiperVoice(
-                session=onnx_session(path, self._threads.intra_op_threads),
+            try:
+                self._voices[name] = self._load_voice(path)
+            except Exception as exc:  # one broken voice file: the others still speak
+                logger.warning("Piper voice %s could not be loaded from %s: %s", name, path, exc)
+                self._broken[name] = f"{type(exc).__name__}: {exc}"
+        if not self._voices:
+            why = "; ".join(self._broken.values())
+            raise RuntimeError(f"no Piper voice could be loaded: {why}")
+        self.streams_within_piece = all(v.windowed is not None for v in self._voices.values())
+
+    def _load_voice(self, path: Path) -> _LoadedVoice:
+        from piper.config import PiperConfig
+        from piper.voice import PiperVoice
+
+        config = json.loads(path.with_name(path.name + ".json").read_text(encoding="utf-8"))
+        voice = PiperVoice(
+            session=onnx_session(path, self._threads.intra_op_threads),
+            config=PiperConfig.from_dict(config),
+        )
+        latency_threads = self._threads.latency_intra_op_threads
+        latency_voice = (
+            PiperVoice(
+                session=onnx_session(path, latency_threads),
                 config=PiperConfig.from_dict(config),
             )
-            latency_threads = self._threads.latency_intra_op_threads
-            latency_voice = (
-                PiperVoice(
-                    session=onnx_session(path, latency_threads),
-                    config=PiperConfig.from_dict(config),
-                )
-                if latency_threads and latency_threads != self._threads.intra_op_threads
-                else voice
-            )
-            language = config.get("language", {}).get("code") or config["espeak"]["voice"]
-            loaded = _LoadedVoice(
-                voice,
-                int(config["audio"]["sample_rate"]),
-                primary_language(language),
-                latency_voice,
-            )
-            if self._threads.windowed:
-                self._window(path, loaded)
-            else:
-                loaded.streaming = "whole: windowed synthesis is off (engines.piper.windowed)"
-            self._voices[name] = loaded
-        self.streams_within_piece = all(v.windowed is not None for v in self._voices.values())
+            if latency_threads and latency_threads != self._threads.intra_op_threads
+            else voice
+        )
+        language = config.get("language", {}).get("code") or config["espeak"]["voice"]
+        loaded = _LoadedVoice(
+            voice,
+            int(config["audio"]["sample_rate"]),
+            primary_language(language),
+            latency_voice,
+        )
+        if self._threads.windowed:
+            self._window(path, loaded)
+        else:
+            loaded.streaming = "whole: windowed synthesis is off (engines.piper.windowed)"
+        return loaded
 
     def _window(self, path: Path, loaded: _LoadedVoice) -> None:
         """Split the voice for windowed synthesis, checked against the whole model on a phrase
@@ -256,6 +270,8 @@ class PiperBackend(EngineBackend):
 
     def missing_reason(self, binding: Binding) -> str:
         model = binding.model if isinstance(binding, PiperBinding) else "?"
+        if model in self._broken:
+            return f"Piper voice {model} could not be loaded: {self._broken[model]}"
         return (
             f"Piper voice {model} not installed: put {model}.onnx and {model}.onnx.json in "
             f"{self._models_dir}"

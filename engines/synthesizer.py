@@ -413,12 +413,14 @@ class Utterance:
                             latency_critical=first,
                         )
                         voices[key] = voice
+                    stall = self._stall_timeout(candidate)
                     # the engine's own spans (livekit-agents' tts_request) nest in the piece's
                     with trace.use_span(piece_span, end_on_exit=False):
                         if streamed:
-                            await self._stream_piece(voice, piece, candidate, piece_started)
+                            await self._stream_piece(voice, piece, candidate, piece_started, stall)
                         else:
-                            audio = await _render_piece(voice, _spoken_text(piece))
+                            text = _spoken_text(piece)
+                            audio = await _render_piece(voice, text, stall, candidate.engine.value)
                 except (APIError, EngineError) as exc:
                     piece_span.record_exception(exc)
                     piece_span.set_status(Status(StatusCode.ERROR, str(exc)))
@@ -465,6 +467,11 @@ class Utterance:
         if self.result.ttfa_ms is None:
             raise EngineError(self.result.engine or "none", "no audio was produced")
 
+    def _stall_timeout(self, candidate: Candidate) -> float:
+        """How long the engine may give no audio before it is taken as stalled."""
+        health = self._synthesizer.config.engines.health
+        return health.stall_timeout_s + candidate.backend.expected_wait_s
+
     def _deadline(self, now: float) -> float:
         """When the listener needs the next piece: at once before the first audio, later when
         the audio sent so far has played (as if playback began with the first chunk). Engine
@@ -491,7 +498,12 @@ class Utterance:
         await self._queue.put(chunk)
 
     async def _stream_piece(
-        self, voice: tts.TTS[Any], piece: TextPiece, candidate: Candidate, started: float
+        self,
+        voice: tts.TTS[Any],
+        piece: TextPiece,
+        candidate: Candidate,
+        started: float,
+        stall_s: float,
     ) -> None:
         """The first piece from an engine that streams within a piece: each part goes out as
         it arrives, shaped by ``PieceStreamer``. ``_streamed_audio`` tells whether any did; an
@@ -513,7 +525,7 @@ class Utterance:
 
         try:
             async with voice.synthesize(_spoken_text(piece)) as stream:
-                async for event in stream:
+                async for event in _within(stream, stall_s, candidate.engine.value):
                     block = pcm16_to_float(np.frombuffer(event.frame.data, dtype=np.int16))
                     await send(streamer.push(block))
         except (APIError, EngineError):
@@ -594,9 +606,26 @@ def _spoken_text(piece: TextPiece) -> str:
     return piece.text
 
 
-async def _render_piece(voice: tts.TTS[Any], text: str) -> FloatAudio:
+async def _within(
+    stream: AsyncIterator[tts.SynthesizedAudio], stall_s: float, engine: str
+) -> AsyncIterator[tts.SynthesizedAudio]:
+    """``stream``'s events, each within ``stall_s`` of the one before (of the start, for the
+    first); an engine that stalls longer is an ``EngineError`` (the caller closes the stream,
+    which tells the engine's thread to stop)."""
+    events = aiter(stream)
+    while True:
+        try:
+            event = await asyncio.wait_for(anext(events), stall_s)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise EngineError(engine, f"no audio for {stall_s:.1f} s: the engine stalled") from None
+        yield event
+
+
+async def _render_piece(voice: tts.TTS[Any], text: str, stall_s: float, engine: str) -> FloatAudio:
     async with voice.synthesize(text) as stream:  # closed (thread told to stop) on cancel
-        frames = [event.frame async for event in stream]
+        frames = [event.frame async for event in _within(stream, stall_s, engine)]
     if not frames:
         return np.zeros(0, dtype=np.float32)
     pcm = np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in frames])

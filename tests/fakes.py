@@ -1,8 +1,9 @@
-"""Fakes for what a test must control: an engine that fails when told to.
+"""Fakes for what a test must control: an engine that fails, hangs or slows when told to.
 
-``FlakyBackend`` wraps a real, loaded engine and raises inside its synthesis (in the worker
-thread, as a real model failure would) on the calls listed in ``fail_on``. Everything else is
-the real engine.
+``FlakyBackend`` wraps a real, loaded engine and, inside its synthesis (in the worker thread, as
+a real model would), raises on the calls listed in ``fail_on``, gives no audio on those in
+``hang_on`` until told to stop, and waits before its audio on those in ``slow_on``. Everything
+else is the real engine.
 """
 
 from __future__ import annotations
@@ -19,18 +20,33 @@ from engines.local_tts import LocalTTS
 from engines.names import EngineName
 from engines.voices import Binding
 
+HANG_LIMIT_S = 120.0
+"""A hung call ends by itself after this, so a test that never stops it cannot hold a thread."""
+
 
 class InjectedFailure(RuntimeError):
     pass
 
 
 class FlakyBackend(EngineBackend):
-    def __init__(self, inner: EngineBackend, fail_on: set[int] | None = None) -> None:
+    def __init__(
+        self,
+        inner: EngineBackend,
+        fail_on: set[int] | None = None,
+        *,
+        hang_on: set[int] | None = None,
+        slow_on: dict[int, float] | None = None,
+    ) -> None:
         super().__init__()
         self.inner = inner
         self.name: EngineName = inner.name  # type: ignore[misc]
         self.profile = inner.profile  # type: ignore[misc]
         self.fail_on = set(fail_on or set())
+        self.hang_on = set(hang_on or set())
+        """Calls that give no audio until told to stop (as a model stuck in a step would)."""
+        self.slow_on = dict(slow_on or {})
+        """Calls that wait this many seconds before their audio (a machine under load)."""
+        self.stopped_while_hung = threading.Event()
         self.fail_always = False
         self.calls = 0
         self._lock = threading.Lock()
@@ -61,10 +77,13 @@ class FlakyBackend(EngineBackend):
         assert isinstance(inner, LocalTTS)
         return FlakyTTS(self, inner)
 
-    def next_call_fails(self) -> bool:
+    def next_call(self) -> int:
         with self._lock:
             index = self.calls
             self.calls += 1
+        return index
+
+    def fails(self, index: int) -> bool:
         return self.fail_always or index in self.fail_on
 
 
@@ -80,6 +99,14 @@ class FlakyTTS(LocalTTS):
         self._inner = inner
 
     def _render(self, text: str, stop: threading.Event) -> Iterator[FloatAudio]:
-        if self._backend.next_call_fails():
+        backend = self._backend
+        call = backend.next_call()
+        if backend.fails(call):
             raise InjectedFailure(f"injected failure while saying {text!r}")
+        if call in backend.hang_on:
+            if stop.wait(HANG_LIMIT_S):
+                backend.stopped_while_hung.set()
+            return
+        if call in backend.slow_on:
+            stop.wait(backend.slow_on[call])
         yield from self._inner._render(text, stop)
