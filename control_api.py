@@ -363,7 +363,27 @@ def create_app(
             await synth.aclose()
 
     app.cleanup_ctx.append(engines)
+    app.on_shutdown.append(_drain)
     return app
+
+
+async def _drain(app: web.Application) -> None:
+    """SIGTERM / SIGINT (aiohttp stops listening first): refuse new requests, let those
+    accepted on open WebSockets finish within ``api.drain_timeout_s``, then close them (1001).
+    HTTP requests in flight are finished by aiohttp's own shutdown."""
+    services = app.get(SERVICES)
+    if services is None:
+        return
+    services.draining = True
+    deadline = time.monotonic() + services.settings.drain_timeout_s
+    while any(not session.idle for session in services.sessions):
+        if time.monotonic() >= deadline:
+            logger.warning("drain timed out with %d busy sessions", len(services.sessions))
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.gather(
+        *(session.close() for session in list(services.sessions)), return_exceptions=True
+    )
 
 
 QUALITY_WINDOWS = 3

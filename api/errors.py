@@ -75,6 +75,13 @@ class EngineBusyError(RetryLaterError):
     code = "engine_busy"
 
 
+class ServerDrainingError(RetryLaterError):
+    """The server is shutting down: it finishes what it accepted and takes nothing new."""
+
+    code = "draining"
+    http_status = 503
+
+
 class QueueFullError(RetryLaterError):
     """A connection's or room's queue of waiting requests is at its limit."""
 

@@ -9,6 +9,7 @@ import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from engines.errors import HiveTTSError
 from engines.quality import QualitySampler, QualityScore
 from engines.synthesizer import SpeechSynthesizer, Utterance
 
-from .errors import EngineBusyError
+from .errors import EngineBusyError, ServerDrainingError
 from .memory_guard import MemoryGuard
 from .playback import PlaybackTracker
 from .rate_limit import RateLimiter
@@ -27,6 +28,16 @@ from .service_metrics import ServiceMetrics
 from .session_limits import SessionLimiter
 
 logger = logging.getLogger(__name__)
+
+
+class Drainable(Protocol):
+    """A session the server waits for when it shuts down."""
+
+    @property
+    def idle(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
 
 CHEAP_FORMATS = frozenset({AudioFormat.PCM, AudioFormat.WAV})
 
@@ -56,6 +67,10 @@ class ApiServices:
     """Synthesis requests per key (``api.rate_limit``), shared with the room routes."""
     memory: MemoryGuard | None = None
     """Refuses new requests while memory is short (``limits``)."""
+    draining: bool = False
+    """Shutting down: accepted requests finish, new ones are refused (``draining``)."""
+    sessions: set[Drainable] = field(default_factory=set)
+    """Open WebSocket sessions, waited for when the server drains."""
     _utterance_count: itertools.count[int] = field(default_factory=itertools.count)
 
     def __post_init__(self) -> None:
@@ -65,6 +80,11 @@ class ApiServices:
     def count_request(self, caller: str) -> None:
         """One new synthesis request of ``caller``: ``MemoryPressureError`` while memory is
         short, ``RateLimitedError`` over the caller's rate."""
+        if self.draining:
+            raise ServerDrainingError(
+                "the server is shutting down and takes no new requests; use another instance",
+                self.settings.retry_after_s,
+            )
         if self.memory is not None:
             self.memory.check()
         if self.rate is not None:

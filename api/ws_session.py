@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from engines.encoders import AudioFormat, create_encoder
 from engines.errors import HiveTTSError, InvalidOptionError
@@ -82,8 +82,18 @@ class WebSocketSession:
         self._send_lock = asyncio.Lock()
         self._ids = itertools.count(1)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing being spoken, queued or streaming in."""
+        return self._current is None and self._jobs.empty() and self._open_stream is None
+
+    async def close(self) -> None:
+        """The server is going away (1001)."""
+        await self._ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+
     async def run(self) -> None:
         worker = asyncio.create_task(self._work(), name="ws-worker")
+        self._services.sessions.add(self)
         try:
             async for message in self._ws:
                 if message.type is WSMsgType.TEXT:
@@ -99,6 +109,7 @@ class WebSocketSession:
                 elif message.type is WSMsgType.ERROR:
                     break
         finally:
+            self._services.sessions.discard(self)
             worker.cancel()
             await asyncio.wait({worker})
             for job in self._pending_jobs():

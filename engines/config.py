@@ -132,6 +132,9 @@ class ApiSettings(_Section):
     max_engine_wait_s: float | None = Field(default=1.0, gt=0)
     """Refuse a new request (429 ``engine_busy``) that would wait longer than this for its
     engine (``DeadlineExecutor.expected_wait_s``); null: never refuse, start late instead."""
+    drain_timeout_s: float = Field(default=30.0, gt=0)
+    """On SIGTERM / SIGINT: requests already accepted may finish for this long (new ones get
+    503 ``draining``); then WebSockets are closed (1001) and the process exits."""
     rate_limit: RateLimit | None = RateLimit()
     """Per API key (per client address without keys): synthesis requests (HTTP, each
     WebSocket request, room speak). Over it: 429 ``rate_limited`` with Retry-After. null: none."""
