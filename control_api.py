@@ -36,6 +36,7 @@ from api.request_parsing import (
 )
 from api.rooms import ROOMS_KEY, LiveKitSettings, add_room_routes
 from api.services import ApiServices, encode_chunk, finish_encoding
+from api.studio import add_studio_routes
 from api.ws_session import WebSocketSession
 from engines.audio import AudioChunk
 from engines.config import ServiceConfig
@@ -148,6 +149,8 @@ async def openai_speech(request: web.Request) -> web.StreamResponse:
     if not isinstance(model, str):
         raise InvalidOptionError("'model' must be a string such as tts-1")
     quality = OPENAI_MODELS.get(model)
+    if not isinstance(body.get("instructions", ""), str):
+        raise InvalidOptionError("'instructions' must be a string")  # accepted, not steered by
     speed = number_option(body, "speed", 1.0)
     fmt = audio_format(body.get("response_format", "mp3"), AudioFormat.MP3)
     voice_id: str | None = voice
@@ -338,6 +341,7 @@ def create_app(
     redact_access_log()  # no ?token=KEY in access logs
     name_models_dir(config.models_dir)  # replies show models_dir/..., not this machine's paths
     add_agent_watch(app, add_room_routes(app, livekit, settings))
+    add_studio_routes(app)  # the page at / (needs no key; it asks for one)
     app[ERROR_COUNTER] = lambda code: app[SERVICES].metrics.errors.labels(code).inc()
 
     async def engines(app: web.Application) -> AsyncIterator[None]:

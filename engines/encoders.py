@@ -12,9 +12,9 @@ complete, valid file.
   TTS servers use, and players read such a file to its end (FFmpeg and Python's ``wave``
   module are checked in the tests; browsers and VLC play it too). :func:`encode_whole` writes
   exact sizes instead.
-- ``opus`` (Ogg Opus, what OpenAI's speech API returns), ``mp3`` and ``flac`` go through
-  PyAV (FFmpeg's libopus, libmp3lame and flac encoders and its ogg/mp3/flac muxers) into an
-  in-memory sink that is drained after every call.
+- ``opus`` (Ogg Opus, what OpenAI's speech API returns), ``mp3``, ``flac`` and ``aac`` (AAC-LC
+  in ADTS frames) go through PyAV (FFmpeg's libopus, libmp3lame, flac and aac encoders and its
+  ogg/mp3/flac/adts muxers) into an in-memory sink that is drained after every call.
 
 Encoding is CPU work: Opus and MP3 take roughly 10-30 ms of CPU per second of mono audio,
 FLAC 1-3 ms, PCM and WAV next to nothing. Callers on an event loop run
@@ -49,6 +49,7 @@ class AudioFormat(StrEnum):
     OPUS = "opus"
     MP3 = "mp3"
     FLAC = "flac"
+    AAC = "aac"
 
 
 CONTENT_TYPES: Final[dict[AudioFormat, str]] = {
@@ -57,6 +58,7 @@ CONTENT_TYPES: Final[dict[AudioFormat, str]] = {
     AudioFormat.OPUS: "audio/ogg; codecs=opus",
     AudioFormat.MP3: "audio/mpeg",
     AudioFormat.FLAC: "audio/flac",
+    AudioFormat.AAC: "audio/aac",
 }
 """MIME type per format. ``pcm`` is headerless s16le mono; :func:`content_type` adds the rate."""
 
@@ -83,6 +85,13 @@ MP3_BITRATE_BPS: Final = 64_000
 """Valid for every MPEG-1/2/2.5 rate above and plenty for mono speech."""
 
 FLAC_MAX_SAMPLE_RATE_HZ: Final = 655_350
+
+AAC_SAMPLE_RATES_HZ: Final = (
+    *(8_000, 11_025, 12_000, 16_000, 22_050, 24_000),
+    *(32_000, 44_100, 48_000, 64_000, 88_200, 96_000),
+)
+AAC_BITRATE_BPS: Final = 64_000
+"""AAC-LC at 64 kb/s: clean mono speech."""
 
 _AV_BUFFER_BYTES: Final = 4_096
 """FFmpeg's I/O buffer in front of the sink; packets are flushed through it as they are muxed."""
@@ -267,6 +276,11 @@ def _codec_spec(fmt: AudioFormat, sample_rate: int) -> _CodecSpec:
         return _CodecSpec(
             container_format="flac", codec="flac", output_rate=sample_rate, bit_rate=None
         )
+    if fmt is AudioFormat.AAC:
+        # ADTS: every frame carries its own header, so the stream plays from its first bytes
+        return _CodecSpec(
+            container_format="adts", codec="aac", output_rate=sample_rate, bit_rate=AAC_BITRATE_BPS
+        )
     raise ValueError(f"{fmt} is not encoded with PyAV")
 
 
@@ -360,6 +374,11 @@ def _check_rate(fmt: AudioFormat, sample_rate: int) -> None:
         allowed = ", ".join(str(rate) for rate in MP3_SAMPLE_RATES_HZ)
         raise InvalidOptionError(
             f"mp3 cannot carry {sample_rate} Hz; allowed sample rates: {allowed}"
+        )
+    if fmt is AudioFormat.AAC and sample_rate not in AAC_SAMPLE_RATES_HZ:
+        allowed = ", ".join(str(rate) for rate in AAC_SAMPLE_RATES_HZ)
+        raise InvalidOptionError(
+            f"aac cannot carry {sample_rate} Hz; allowed sample rates: {allowed}"
         )
     if fmt is AudioFormat.FLAC and sample_rate > FLAC_MAX_SAMPLE_RATE_HZ:
         raise InvalidOptionError(

@@ -188,6 +188,7 @@ async def test_enhance_audio_normalises_loudness_as_its_report_says(
         ("pcm", f"audio/pcm;rate={OPENAI_RATE_HZ};channels=1"),
         ("opus", "audio/ogg; codecs=opus"),
         ("flac", "audio/flac"),
+        ("aac", "audio/aac"),
     ],
 )
 async def test_openai_speech_format_has_its_content_type_and_says_the_input(
@@ -195,7 +196,14 @@ async def test_openai_speech_format_has_its_content_type_and_says_the_input(
 ) -> None:
     response = await api.post(
         "/v1/audio/speech",
-        json={"model": "tts-1", "input": OPENAI_INPUT, "voice": "alloy", "response_format": fmt},
+        json={
+            "model": "gpt-4o-mini-tts",
+            "input": OPENAI_INPUT,
+            "voice": "alloy",
+            "response_format": fmt,
+            "speed": 1.0,
+            "instructions": "Speak in a calm, friendly tone.",  # accepted; no engine steers by it
+        },
     )
     assert response.status == 200, await response.text()
     assert response.headers["Content-Type"] == content_type

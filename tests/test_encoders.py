@@ -21,6 +21,7 @@ from engines.audio import (
     resample,
 )
 from engines.encoders import (
+    AAC_SAMPLE_RATES_HZ,
     CONTENT_TYPES,
     MP3_SAMPLE_RATES_HZ,
     WAV_HEADER_BYTES,
@@ -205,7 +206,25 @@ def test_opus_stream_is_ogg_opus_of_the_same_signal(source: str, speech: tuple[P
     assert aligned_correlation(reference, decoded.samples, max_lag) > MIN_CORRELATION
 
 
-@pytest.mark.parametrize("fmt", [AudioFormat.OPUS, AudioFormat.MP3, AudioFormat.FLAC])
+def test_aac_stream_is_adts_aac_of_the_same_signal(speech: tuple[Pcm16, int]) -> None:
+    pcm, rate = speech
+    rate_ok = rate if rate in AAC_SAMPLE_RATES_HZ else 24_000
+    pcm = float_to_pcm16(resample(pcm16_to_float(pcm), rate, rate_ok))
+    encoder, chunks, tail = encode_in_chunks(AudioFormat.AAC, pcm, rate_ok)
+    decoded = decode(b"".join(chunks) + tail)
+    assert (decoded.container, decoded.codec) == ("aac", "aac")
+    assert encoder.sample_rate == decoded.sample_rate == rate_ok
+    # AAC adds its priming and pads its last frame: at most two frames of 1024 samples more
+    assert 0 <= decoded.samples.size - pcm.size <= 2 * 1024 + 1024
+    max_lag = int(MAX_CODEC_DELAY_S * rate_ok) + 2048
+    assert aligned_correlation(pcm, decoded.samples, max_lag) > MIN_CORRELATION
+    with pytest.raises(InvalidOptionError, match="aac cannot carry 37000 Hz"):
+        create_encoder(AudioFormat.AAC, 37_000)
+
+
+@pytest.mark.parametrize(
+    "fmt", [AudioFormat.OPUS, AudioFormat.MP3, AudioFormat.FLAC, AudioFormat.AAC]
+)
 def test_compressed_bytes_leave_before_finish(fmt: AudioFormat, speech: tuple[Pcm16, int]) -> None:
     pcm, rate = speech
     _, chunks, tail = encode_in_chunks(fmt, pcm, rate)
@@ -233,9 +252,10 @@ def test_encode_whole_writes_one_file_of_the_format(
         AudioFormat.OPUS: ("ogg", "opus"),
         AudioFormat.MP3: ("mp3", "mp3float"),
         AudioFormat.FLAC: ("flac", "flac"),
+        AudioFormat.AAC: ("aac", "aac"),
     }
     assert (decoded.container, decoded.codec) == expected[fmt]
-    max_lag = int(MAX_CODEC_DELAY_S * decoded.sample_rate)
+    max_lag = int(MAX_CODEC_DELAY_S * decoded.sample_rate) + (2048 if fmt is AudioFormat.AAC else 0)
     reference = float_to_pcm16(resample(pcm16_to_float(pcm), rate, decoded.sample_rate))
     assert aligned_correlation(reference, decoded.samples, max_lag) > MIN_CORRELATION
 
@@ -278,8 +298,8 @@ def test_every_format_has_a_content_type() -> None:
 
 def test_unknown_format_names_the_allowed_values() -> None:
     assert parse_format(" MP3 ") is AudioFormat.MP3
-    with pytest.raises(InvalidOptionError, match="allowed values: pcm, wav, opus, mp3, flac"):
-        parse_format("aac")
+    with pytest.raises(InvalidOptionError, match="allowed values: pcm, wav, opus, mp3, flac, aac"):
+        parse_format("vorbis")
 
 
 def test_mp3_refuses_a_rate_it_cannot_carry() -> None:
