@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -50,12 +50,15 @@ from .errors import (
     EngineError,
     EngineUnavailableError,
     InvalidOptionError,
+    TextTooLongError,
     UnknownEngineError,
 )
-from .names import EngineName, QualityTier, SelectionStrategy
+from .names import EngineName, QualityTier, SelectionStrategy, primary_language
 from .registry import EngineRegistry
 from .router import Candidate, EngineRouter, ResolvedVoice
 from .segmenter import Boundary, TextPiece, segment_text
+from .ssml import is_ssml, parse_ssml
+from .normalization import NormalizedText, SpeechNormalizer, normalizer_for
 from .text_normalizer import prepare_text
 from .text_stream import IncrementalSegmenter
 from .tracing import epoch_ns, tracer
@@ -84,6 +87,14 @@ class SynthesisRequest:
     received_s: float | None = None
     """When the request arrived (``time.perf_counter``), if before it is prepared: its trace
     starts there."""
+    normalize: bool = True
+    """Speak numbers, dates, money, abbreviations... as words in the voice's language
+    (``engines.normalization``); False: only the Unicode clean-up."""
+
+
+SSML_MARKUP_FACTOR = 4
+"""An SSML document may be this many times ``limits.max_text_chars`` long, markup included;
+each segment's text is held to the limit itself."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,9 @@ class PreparedRequest:
     """When the request was received (``time.perf_counter``): its trace starts there."""
     routed_s: float = field(default_factory=time.perf_counter)
     """When it was validated and its engines planned."""
+    normalizer: SpeechNormalizer | None = None
+    """The voice language's normalizer, None when the request turned it off or the language
+    has none; streamed text goes through it as it arrives."""
 
 
 @dataclass
@@ -134,6 +148,15 @@ class UtteranceResult:
         }
 
 
+@dataclass(frozen=True)
+class SegmentPiece(TextPiece):
+    """A piece of one SSML segment, spoken with that segment's plan, language and rate."""
+
+    segment: PreparedRequest | None = None
+    pause_before_s: float = 0.0
+    """An SSML break before the piece."""
+
+
 _E = TypeVar("_E", EngineName, QualityTier, SelectionStrategy)
 
 
@@ -147,6 +170,12 @@ def _parse_enum(kind: type[_E], value: str | None, key: str) -> _E | None:
         if kind is EngineName:
             raise UnknownEngineError(value, allowed) from None
         raise InvalidOptionError(f"{key} {value!r} is not one of {', '.join(allowed)}") from None
+
+
+def _normalizer(voice: ResolvedVoice) -> SpeechNormalizer | None:
+    """The normalizer of the voice's language, in the conventions of its locale (es-MX
+    writes $1,234.50 in pesos, es-ES 1.234,50 €)."""
+    return normalizer_for(voice.language, voice.voice.locale if voice.voice else None)
 
 
 class SpeechSynthesizer:
@@ -204,13 +233,66 @@ class SpeechSynthesizer:
         else:
             voice = self.router.resolve_voice(request.voice_id, request.language)
             plan = self.router.plan(voice, engine=engine, quality=quality, strategy=strategy)
-        pieces = [p for p in segment_text(text, voice.language) if any(c.isalnum() for c in p.text)]
+        normalizer = _normalizer(voice) if request.normalize else None
+        spoken = normalizer.normalize(text) if normalizer else NormalizedText.unchanged(text)
+        pieces = [
+            p
+            for p in segment_text(spoken.text, voice.language, keep_together=spoken.keep_together)
+            if any(c.isalnum() for c in p.text)
+        ]
         return PreparedRequest(
-            text, voice, plan, pieces, request.speed, request.sample_rate, received_s=received
+            text,
+            voice,
+            plan,
+            pieces,
+            request.speed,
+            request.sample_rate,
+            received_s=received,
+            normalizer=normalizer,
         )
 
     def synthesize(self, request: SynthesisRequest) -> Utterance:
+        if is_ssml(request.text):
+            return self._synthesize_ssml(request)
         return Utterance(self, self.prepare(request))
+
+    def _synthesize_ssml(self, request: SynthesisRequest) -> Utterance:
+        """An SSML document: each segment planned for its own language and rate (a voice of
+        the segment's language when it differs from the request's voice), spoken in order as
+        one utterance. Invalid SSML or a segment that cannot be spoken is refused at once."""
+        limit = self.config.limits.max_text_chars * SSML_MARKUP_FACTOR
+        if len(request.text) > limit:
+            raise TextTooLongError(len(request.text), limit)
+        base = self.router.resolve_voice(request.voice_id, request.language)
+        low, high = SPEED_RANGE
+        segments: list[PreparedRequest] = []
+        pieces: list[TextPiece] = []
+        for segment in parse_ssml(request.text, base.language):
+            language = segment.language or request.language
+            same = language is None or primary_language(language) == primary_language(base.language)
+            prepared = self.prepare(
+                replace(
+                    request,
+                    text=segment.text,
+                    language=language,
+                    voice_id=request.voice_id if same else None,
+                    speed=min(high, max(low, request.speed * segment.rate)),
+                )
+            )
+            segments.append(prepared)
+            pieces += [
+                SegmentPiece(p.text, p.boundary, p.start, p.end, prepared, segment.pause_before_s)
+                if index == 0
+                else SegmentPiece(p.text, p.boundary, p.start, p.end, prepared)
+                for index, p in enumerate(prepared.pieces)
+            ]
+        whole = replace(
+            segments[0],
+            text=" ".join(s.text for s in segments),
+            pieces=pieces,
+            plan=segments[0].plan,
+        )
+        return Utterance(self, whole)
 
     def open_text_stream(self, request: SynthesisRequest) -> TextStream:
         """Speak text pushed bit by bit (``request.text`` is the first bit, possibly empty)."""
@@ -389,6 +471,13 @@ class Utterance:
         async for piece in self._source:
             if self._prepared.text == "":  # streamed text is counted as it arrives
                 self.result.characters += len(piece.text)
+            segment = piece.segment if isinstance(piece, SegmentPiece) else None
+            if segment is not None and segment is not prepared:
+                # an SSML segment in another language or at another rate: its own plan
+                prepared, plan, voices = segment, list(segment.plan), {}
+            if isinstance(piece, SegmentPiece) and piece.pause_before_s > 0:
+                await self._emit_silence(piece.pause_before_s)
+                after = None
             while True:
                 if not plan:
                     raise EngineUnavailableError(
@@ -466,6 +555,14 @@ class Utterance:
             after = piece.boundary
         if self.result.ttfa_ms is None:
             raise EngineError(self.result.engine or "none", "no audio was produced")
+
+    async def _emit_silence(self, seconds: float) -> None:
+        """An SSML break: silence of its length, as audio like any other."""
+        rate = self._prepared.sample_rate
+        chunk = AudioChunk(np.zeros(round(seconds * rate), dtype=np.int16), rate, "")
+        self.result.audio_duration_s += chunk.duration_s
+        self.result.chunks += 1
+        await self._queue.put(chunk)
 
     def _stall_timeout(self, candidate: Candidate) -> float:
         """How long the engine may give no audio before it is taken as stalled."""
@@ -559,7 +656,7 @@ class TextStream:
 
     def __init__(self, synthesizer: SpeechSynthesizer, prepared: PreparedRequest) -> None:
         self._segmenter = IncrementalSegmenter(
-            prepared.voice.language, synthesizer.config.limits.max_text_chars
+            prepared.voice.language, synthesizer.config.limits.max_text_chars, prepared.normalizer
         )
         self._pieces: asyncio.Queue[TextPiece | None] = asyncio.Queue()
         self._ended = False
