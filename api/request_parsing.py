@@ -35,6 +35,7 @@ _REQUEST_KEYS = {
     "format",
     "enhance_audio",
     "voice_clone_reference",
+    "normalize",
     "type",
 }
 
@@ -84,7 +85,8 @@ def number_option(body: Mapping[str, Any], key: str, default: float) -> float:
     return number
 
 
-def _flag(body: Mapping[str, Any], key: str, default: bool) -> bool:
+def flag_option(body: Mapping[str, Any], key: str, default: bool) -> bool:
+    """A boolean option; "true"/"false"/"1"/"0" strings too (attributes carry only text)."""
     value = body.get(key, default)
     if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
         return value.lower() in ("true", "1")
@@ -144,11 +146,12 @@ def parse_synthesis(
             strategy=optional_str(body, "strategy"),
             speed=number_option(body, "speed", 1.0),
             sample_rate=sample_rate,
+            normalize=flag_option(body, "normalize", True),
         ),
         request_id=None if request_id is None else str(request_id),
         audio_format=audio_format(optional_str(body, "format"), default_format),
-        stream=_flag(body, "stream", True),
-        enhance_audio=_flag(body, "enhance_audio", False),
+        stream=flag_option(body, "stream", True),
+        enhance_audio=flag_option(body, "enhance_audio", False),
         voice_clone_reference=reference,
     )
 

@@ -18,6 +18,7 @@ hiragana (usually a particle or an inflection) gives way to kanji or katakana.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -117,8 +118,11 @@ def limits_for(language: str) -> SegmenterLimits:
     return CJK_LIMITS if primary in _CJK_LANGUAGES else LATIN_LIMITS
 
 
-def _protected_mask(text: str) -> list[bool]:
+def _protected_mask(text: str, keep_together: Sequence[tuple[int, int]] = ()) -> list[bool]:
     mask = [False] * (len(text) + 1)
+    for start, end in keep_together:
+        for i in range(start + 1, end):
+            mask[i] = True
     for match in _PROTECTED.finditer(text):
         for i in range(match.start() + 1, match.end()):
             mask[i] = True
@@ -180,6 +184,8 @@ def _word_cuts(text: str, protected: list[bool]) -> tuple[set[int], set[int]]:
         if word_at.get(match.end()) in _FUNCTION_WORDS:
             preferred.add(match.start())
     for i in range(1, len(text)):
+        if protected[i]:
+            continue
         if _HIRAGANA.match(text[i - 1]) and not _HIRAGANA.match(text[i]) and text[i].isalpha():
             plain.add(i)
     return plain, preferred
@@ -191,13 +197,20 @@ def _skip_spaces(text: str, i: int) -> int:
     return i
 
 
-def segment_text(text: str, language: str = "en", first_index: int = 0) -> list[TextPiece]:
+def segment_text(
+    text: str,
+    language: str = "en",
+    first_index: int = 0,
+    keep_together: Sequence[tuple[int, int]] = (),
+) -> list[TextPiece]:
     """Cut ``text`` (already normalized) into pieces; see the module doc for the rules.
 
     ``first_index`` is how many pieces of the same utterance were cut before (streamed text),
-    so piece sizes keep growing instead of starting short again."""
+    so piece sizes keep growing instead of starting short again. ``keep_together`` are
+    (start, end) spans never cut inside, like a number: the spoken words of one
+    (``engines.normalization``)."""
     limits = limits_for(language)
-    protected = _protected_mask(text)
+    protected = _protected_mask(text, keep_together)
     sentence_ends = [*_sentence_cuts(text, protected), len(text)]
     clauses = _clause_cuts(text, protected)
     words, preferred_words = _word_cuts(text, protected)
@@ -247,7 +260,7 @@ def segment_text(text: str, language: str = "en", first_index: int = 0) -> list[
                 elif sentence_end <= hard_limit:
                     break  # the whole sentence is within reach: one piece
                 else:
-                    cut = highest
+                    cut = _before_protected(protected, start + limits.min_chars, highest)
                 boundary = Boundary.CLAUSE if cut in clauses else Boundary.WORD
             add(start, cut, boundary)
             start = _skip_spaces(text, cut)
@@ -255,6 +268,15 @@ def segment_text(text: str, language: str = "en", first_index: int = 0) -> list[
         add(start, sentence_end, boundary)
         start = _skip_spaces(text, sentence_end)
     return pieces
+
+
+def _before_protected(protected: list[bool], lowest: int, cut: int) -> int:
+    """A forced cut at ``cut`` moved back to the start of the protected token it falls in (a
+    number, a URL), if that leaves more than ``lowest``; else ``cut`` itself."""
+    start = cut
+    while start > lowest and protected[start]:
+        start -= 1
+    return start if start > lowest else cut
 
 
 def _best_cut(

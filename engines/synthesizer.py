@@ -54,11 +54,11 @@ from .errors import (
     UnknownEngineError,
 )
 from .names import EngineName, QualityTier, SelectionStrategy, primary_language
+from .normalization import NormalizedText, SpeechNormalizer, normalizer_for
 from .registry import EngineRegistry
 from .router import Candidate, EngineRouter, ResolvedVoice
 from .segmenter import Boundary, TextPiece, segment_text
 from .ssml import is_ssml, parse_ssml
-from .normalization import NormalizedText, SpeechNormalizer, normalizer_for
 from .text_normalizer import prepare_text
 from .text_stream import IncrementalSegmenter
 from .tracing import epoch_ns, tracer
