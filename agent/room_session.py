@@ -32,6 +32,7 @@ from agent.speak_request import (
     SpeakMode,
     SpeakRequest,
     TooManyTracksError,
+    is_server_packet,
     parse_speak_attribute,
     parse_speak_packet,
     parse_stream_attributes,
@@ -52,6 +53,8 @@ JOURNAL_INTERVAL_S = 0.25
 """The pending-speech attribute is rewritten at most this often (changes are coalesced)."""
 LOST_CODE = "agent_lost"
 SERVER_IDS_KEPT = 512
+UNKNOWN_SENDER = "\0unknown participant"
+"""Who sent a packet the rtc SDK names no sender for and the server did not sign."""
 
 
 class RoomSession:
@@ -64,6 +67,7 @@ class RoomSession:
         policy: SpeakPolicy,
         max_text_chars: int,
         memory: MemoryGuard | None = None,
+        server_secret: str = "",
     ) -> None:
         self.room = room
         self._host = host
@@ -72,6 +76,8 @@ class RoomSession:
         self._policy = policy
         self._max_text_chars = max_text_chars
         self._memory = memory
+        self._server_secret = server_secret
+        """The LiveKit API secret the control API signs its packets with."""
         self._events = EventSender(room)
         self._players: dict[tuple[str, str], TrackPlayer] = {}
         self._publishing = asyncio.Lock()
@@ -201,9 +207,18 @@ class RoomSession:
         identity = participant.identity if participant is not None else None
         request: SpeakRequest | None = None
         try:
+            if participant is None and not is_server_packet(
+                payload, self._server_secret, self.room.name
+            ):
+                # no sender and not signed by the server: a participant the rtc SDK has not
+                # seen join yet (it names no sender then), checked as someone unknown
+                identity = UNKNOWN_SENDER
             self._check_sender(identity)
             request = parse_speak_packet(
-                payload, sender=identity, max_bytes=self._settings.max_packet_bytes
+                payload,
+                # the server's text, or an unknown participant's: reply_to is the body's
+                sender=None if identity == UNKNOWN_SENDER else identity,
+                max_bytes=self._settings.max_packet_bytes,
             )
             if identity is None:  # the control API sends again until it sees it accepted
                 if request.id in self._server_ids:
@@ -259,6 +274,11 @@ class RoomSession:
         if self.draining:
             raise DrainingError("this agent is shutting down and takes no new text")
         refusal = self._policy.refusal(identity, self._sender_attributes(identity))
+        if refusal is not None and identity == UNKNOWN_SENDER:
+            raise NotAllowedError(
+                "this room limits who may make the agent speak, and the agent did not know the "
+                "sender yet (the packet came as they joined): send it again"
+            )
         if refusal is not None:
             raise NotAllowedError(refusal)
         if self._memory is not None:
@@ -286,6 +306,8 @@ class RoomSession:
     ) -> None:
         request_id = request.id if request is not None else _id_of(payload)
         reply_to = request.reply_to if request is not None else identity
+        if reply_to == UNKNOWN_SENDER:  # whom to tell: only the packet itself can say
+            reply_to = _field_of(payload, "reply_to")
         self._metrics.errors.labels(exc.code).inc()
         await self._events.error(request_id, reply_to, exc.code, str(exc), retry_after(exc))
 
@@ -412,12 +434,16 @@ class RoomSession:
 
 def _id_of(payload: bytes) -> str | None:
     """The request id of a packet that failed validation, if it has a readable one."""
+    return _field_of(payload, "id")
+
+
+def _field_of(payload: bytes, key: str) -> str | None:
     try:
         value = json.loads(payload)
     except (ValueError, RecursionError):
         return None
-    request_id = value.get("id") if isinstance(value, dict) else None
-    return str(request_id) if isinstance(request_id, str | int) else None
+    field = value.get(key) if isinstance(value, dict) else None
+    return str(field) if isinstance(field, str | int) else None
 
 
 SessionCallback = Callable[[RoomSession], None]

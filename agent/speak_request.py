@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import hmac
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from api.request_parsing import BadJsonError, number_option, optional_str, parse_json_object
+from api.request_parsing import (
+    BadJsonError,
+    flag_option,
+    number_option,
+    optional_str,
+    parse_json_object,
+)
 from engines.errors import InvalidOptionError, RequestError
 from engines.synthesizer import SynthesisRequest
 from engines.voice_reference import decode_voice_reference
@@ -59,6 +68,7 @@ class DrainingError(RequestError):
     http_status = 503
 
 
+SERVER_AUTH_KEY = "server_auth"
 _KEYS = frozenset(
     {
         "id",
@@ -72,8 +82,35 @@ _KEYS = frozenset(
         "mode",
         "reply_to",
         "voice_clone_reference",
+        "normalize",
+        SERVER_AUTH_KEY,
     }
 )
+
+
+def server_signature(secret: str, room: str, request_id: str) -> str:
+    """What the control API signs its packets with (the LiveKit API secret it shares with the
+    workers): the rtc SDK reports a packet from a participant it has not seen join yet with no
+    sender, like the server's, so "no sender" alone proves nothing."""
+    message = f"{room}\n{request_id}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def is_server_packet(payload: bytes, secret: str, room: str) -> bool:
+    """Whether ``payload`` carries the server's signature for ``room`` (never without a
+    secret)."""
+    if not secret:
+        return False
+    try:
+        body = json.loads(payload)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(body, dict):
+        return False
+    signature, request_id = body.get(SERVER_AUTH_KEY), body.get("id")
+    if not isinstance(signature, str) or not isinstance(request_id, str | int):
+        return False
+    return hmac.compare_digest(signature, server_signature(secret, room, str(request_id)))
 
 
 @dataclass(frozen=True)
@@ -172,6 +209,7 @@ def speak_request(
             quality=optional_str(body, "quality"),
             strategy=optional_str(body, "strategy"),
             speed=number_option(body, "speed", 1.0),
+            normalize=flag_option(body, "normalize", True),
         ),
         mode=mode,
         reply_to=reply_to,

@@ -159,6 +159,7 @@ async def entrypoint(ctx: JobContext) -> None:
         policy,
         worker.config.limits.max_text_chars,
         worker.memory,
+        os.environ.get("LIVEKIT_API_SECRET", ""),
     )
     session.attach()
     worker.add(session, ctx)

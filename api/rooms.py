@@ -1,5 +1,5 @@
-"""``POST /rooms/{room}/speak``, ``GET /rooms`` and ``POST /livekit/webhook``: the agent in
-LiveKit rooms, over HTTP.
+"""``POST /rooms/{room}/speak``, ``GET /rooms``, ``POST /rooms/{room}/token`` (a short-lived
+room token for a browser) and ``POST /livekit/webhook``: the agent in LiveKit rooms, over HTTP.
 
 Speaking dispatches the agent (LiveKit's agent dispatch API) when it is not in the room yet,
 waits until it is listening, then hands the text over as a ``tts.speak`` packet sent through
@@ -18,10 +18,13 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
 
 import aiohttp
 from aiohttp import web
@@ -30,9 +33,11 @@ from livekit import api as lkapi
 from agent.speak_request import (
     AGENT_ATTRIBUTE,
     READY_ATTRIBUTE,
+    SERVER_AUTH_KEY,
     TOPIC_SPEAK,
     TRACK_ATTRIBUTE_PREFIX,
     new_request_id,
+    server_signature,
     speak_request,
 )
 from agent.speech_journal import (
@@ -47,7 +52,7 @@ from api.errors import json_error
 from api.rate_limit import RATE_LIMITER, caller_of
 from api.request_parsing import parse_json_object
 from engines.config import ApiSettings
-from engines.errors import HiveTTSError, RequestError
+from engines.errors import HiveTTSError, InvalidOptionError, RequestError
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +76,11 @@ SENT_PER_ROOM = 64
 SENT_ROOMS = 1024
 MANAGED_ROOMS = 4096
 WORKER_URLS_ENV = "HIVE_TTS_WORKER_URLS"
+PUBLIC_URL_ENV = "LIVEKIT_PUBLIC_URL"
+ROOM_TOKEN_TTL = timedelta(minutes=10)
+"""Room tokens handed to browsers (``POST /rooms/{room}/token``) are short-lived."""
+IDENTITY_MAX = 64
+WEB_IDENTITY_PREFIX = "web-"
 WORKER_STATUS_TIMEOUT_S = 2.0
 
 
@@ -102,6 +112,9 @@ class LiveKitSettings:
     agent_name: str
     worker_urls: tuple[str, ...] = ()
     """Status URLs (``/worker``) of agent workers this API should report on and wait for."""
+    public_url: str | None = None
+    """Where browsers reach the LiveKit server (``LIVEKIT_PUBLIC_URL``) when that is not
+    ``url`` (a name on a container network); handed out with room tokens."""
 
     @classmethod
     def from_env(cls, agent_name: str) -> LiveKitSettings | None:
@@ -113,7 +126,8 @@ class LiveKitSettings:
         workers = tuple(
             u.strip() for u in os.environ.get(WORKER_URLS_ENV, "").split(",") if u.strip()
         )
-        return cls(url, key, secret, agent_name, workers)
+        public_url = os.environ.get(PUBLIC_URL_ENV, "").strip() or None
+        return cls(url, key, secret, agent_name, workers, public_url)
 
 
 def is_agent(participant: lkapi.ParticipantInfo) -> bool:
@@ -358,9 +372,10 @@ class RoomsService:
         """Hand ``body`` to the room's agent; while LiveKit moves a room off a lost node
         ("no response from servers"), try again for a while."""
         deadline = time.monotonic() + SEND_RETRY_S
+        signature = server_signature(self.settings.api_secret, room, str(body.get("id", "")))
         request = lkapi.SendDataRequest(
             room=room,
-            data=json.dumps(body).encode(),
+            data=json.dumps({**body, SERVER_AUTH_KEY: signature}).encode(),
             kind=lkapi.DataPacket.Kind.RELIABLE,
             topic=TOPIC_SPEAK,
         )
@@ -547,6 +562,90 @@ async def rooms_handler(request: web.Request) -> web.Response:
     return web.json_response({"rooms": rooms})
 
 
+class RoomRole(StrEnum):
+    LISTENER = "listener"
+    """Hears the room and sends data (``tts.speak`` text); publishes no audio."""
+    SPEAKER = "speaker"
+    """Publishes audio too (an admin key)."""
+
+
+def room_token(settings: LiveKitSettings, room: str, identity: str, role: RoomRole) -> str:
+    """A LiveKit access token for ``room``, valid for ``ROOM_TOKEN_TTL``."""
+    grants = lkapi.VideoGrants(
+        room_join=True,
+        room=room,
+        can_subscribe=True,
+        can_publish=role is RoomRole.SPEAKER,
+        can_publish_data=True,
+    )
+    return (
+        lkapi.AccessToken(settings.api_key, settings.api_secret)
+        .with_identity(identity)
+        .with_name(identity)
+        .with_grants(grants)
+        .with_ttl(ROOM_TOKEN_TTL)
+        .to_jwt()
+    )
+
+
+def _token_options(body: dict[str, object]) -> tuple[RoomRole, str | None, bool]:
+    """``role``, ``identity`` and ``agent`` of a token request, checked."""
+    unknown = sorted(set(body) - {"role", "identity", "agent"})
+    if unknown:
+        raise InvalidOptionError(
+            f"unknown keys {unknown}; a token request takes role, identity and agent"
+        )
+    role = body.get("role", RoomRole.LISTENER.value)
+    if role not in tuple(RoomRole):
+        raise InvalidOptionError(f"'role' must be one of {', '.join(RoomRole)}")
+    identity = body.get("identity")
+    if identity is not None and not (
+        isinstance(identity, str) and 0 < len(identity) <= IDENTITY_MAX and identity.isprintable()
+    ):
+        raise InvalidOptionError(f"'identity' must be a string of 1..{IDENTITY_MAX} characters")
+    agent = body.get("agent", True)
+    if not isinstance(agent, bool):
+        raise InvalidOptionError("'agent' must be true or false")
+    return RoomRole(str(role)), identity, agent
+
+
+async def token_handler(request: web.Request) -> web.Response:
+    """A room token for a browser (the studio page): a listener's for any valid key, a
+    speaker's or a chosen identity for an admin key (an identity can be what
+    ``agent.permission`` lets speak). The agent is brought to the room first unless
+    ``agent`` is false."""
+    room = request.match_info["room"]
+    keys = request.app[ROOM_ACCESS]
+    if room_patterns(request, keys.room_keys) is not None and not _may_speak_in(request, room):
+        return json_error(403, "forbidden", f"this room key does not open room {room!r}")
+    raw = await request.read()
+    role, identity, agent = _token_options(parse_json_object(raw) if raw.strip() else {})
+    if not 0 < len(room) <= ROOM_NAME_MAX:
+        raise RequestError(f"room name must have 1..{ROOM_NAME_MAX} characters")
+    admin = is_admin(request, (*keys.api_keys, *keys.room_keys), keys.admin_keys)
+    if role is RoomRole.SPEAKER and not admin:
+        return json_error(403, "forbidden", "a speaker token (publishing audio) needs an admin key")
+    if identity is not None and not admin:
+        return json_error(403, "forbidden", "choosing the identity needs an admin key")
+    limiter = request.app.get(RATE_LIMITER)
+    if limiter is not None:
+        limiter.take(caller_of(request))
+    service = request.app[ROOMS_KEY]
+    settings = service.settings
+    dispatched = await service.ensure_agent(room) if agent else False
+    identity = identity or WEB_IDENTITY_PREFIX + secrets.token_hex(4)
+    reply = {
+        "url": settings.public_url or settings.url,
+        "token": room_token(settings, room, identity, role),
+        "room": room,
+        "identity": identity,
+        "role": role.value,
+        "expires_in_s": int(ROOM_TOKEN_TTL.total_seconds()),
+        "agent_dispatched": dispatched,
+    }
+    return web.json_response(reply)
+
+
 def add_room_routes(
     app: web.Application, settings: LiveKitSettings | None, access: ApiSettings
 ) -> RoomsService:
@@ -560,5 +659,6 @@ def add_room_routes(
 
     app.on_cleanup.append(close)
     app.router.add_post("/rooms/{room}/speak", speak_handler)
+    app.router.add_post("/rooms/{room}/token", token_handler)
     app.router.add_get("/rooms", rooms_handler)
     return service

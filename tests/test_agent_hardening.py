@@ -5,6 +5,8 @@ and events that go to their sender only, never to everyone."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -69,6 +71,10 @@ async def sender(
     agent = await wait_agent_ready(sender)
     yield agent, sender, bystander
     await asyncio.gather(sender.leave(), bystander.leave())
+
+
+def answered(participant: Participant, request_id: str) -> bool:
+    return bool(participant.events_for(request_id))
 
 
 def track_attributes(participant: Participant, agent: str) -> set[str]:
@@ -159,3 +165,47 @@ async def test_a_participant_over_its_rate_is_told_when_to_retry_and_others_go_o
         assert finished["interrupted"] is False
     await bystander.send({"id": "b0", "text": "My turn.", "language": "en"})
     assert (await bystander.wait_event("b0", "finished", EVENT_WAIT_S))["interrupted"] is False
+
+
+async def test_a_packet_sent_on_joining_never_passes_for_the_server_s(
+    livekit_server: DevServer, two_track_worker: WorkerProcess
+) -> None:
+    """Sent right after connecting, a packet can reach the agent before the rtc SDK reports its
+    sender's join, with no sender, as the server's packets come. It used to pass as the
+    server's: no permission check, no events. Now only packets the control API signed pass as
+    the server's; in a room that limits its speakers an unknown sender is refused, told
+    through the packet's reply_to; in an open room it is spoken."""
+    name = room_name("early")
+    metadata = json.dumps({"hive_tts": {"allowed_identities": ["translator"]}})
+    await dispatch_agent(livekit_server, name, metadata)
+    watcher = await Participant("watcher").join(livekit_server, name)
+    try:
+        await wait_agent_ready(watcher)
+        stranger = await Participant("stranger").join(livekit_server, name)
+        await stranger.send(
+            {"id": "early-s", "text": "Let me talk.", "language": "en", "reply_to": "stranger"}
+        )
+        refused = await stranger.wait_event("early-s", "error", EVENT_WAIT_S)
+        assert refused["code"] == "not_allowed", refused
+        await asyncio.sleep(2.0)
+        assert "tts-en" not in stranger.tracks  # nothing was spoken
+        # once joined, the allowed speaker is heard and answered
+        translator = await Participant("translator").join(livekit_server, name)
+        await wait_agent_ready(translator)
+        for attempt in range(10):  # as a client would: again while the agent does not know it
+            request_id = f"late-t{attempt}"
+            await translator.send(
+                {"id": request_id, "text": "Allowed.", "language": "en", "reply_to": "translator"}
+            )
+            await translator.wait_for(
+                functools.partial(answered, translator, request_id), EVENT_WAIT_S, "an answer"
+            )
+            if translator.events_for(request_id)[0]["type"] != "error":
+                break
+            await asyncio.sleep(0.5)
+        finished = await translator.wait_event(request_id, "finished", EVENT_WAIT_S)
+        assert finished["interrupted"] is False
+        assert not [e for e in watcher.events if e[1].get("id") in ("early-s", request_id)]
+        await asyncio.gather(stranger.leave(), translator.leave())
+    finally:
+        await watcher.leave()
