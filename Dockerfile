@@ -19,6 +19,7 @@ WORKDIR /app
 COPY pyproject.toml README.md control_api.py config.yaml voices.yaml ./
 COPY engines engines
 COPY agent agent
+# api/static/ is the page at /; its script (static/build/) is bundled by `make` before this build
 COPY api api
 COPY hive_tts hive_tts
 COPY tools/__init__.py tools/fetch_models.py tools/

@@ -15,7 +15,7 @@ LK := $(LIVEKIT_BIN)/lk
 GO ?= go
 SAMPLE_TEXT := Hello! This is HIVE TTS speaking. Streaming speech starts before the sentence is done.
 
-.PHONY: install voices livekit redis haproxy prometheus cluster run test lint typecheck bench clean
+.PHONY: install voices livekit redis haproxy prometheus chromium web cluster run test lint typecheck bench clean
 
 # what the service runs with (the image installs this lock alone) + what the tests add
 $(STAMP): requirements-runtime.lock requirements-test.lock pyproject.toml
@@ -27,7 +27,7 @@ $(STAMP): requirements-runtime.lock requirements-test.lock pyproject.toml
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 
-install: $(STAMP) voices
+install: $(STAMP) voices web
 
 # The seed languages' Piper voices and Kokoro's published voices, when the model hub answers
 # (checksummed, resumable); offline, one line says so and the bundled voices speak.
@@ -64,6 +64,26 @@ prometheus:
 haproxy:
 	command -v haproxy >/dev/null || (apt-get update -q && apt-get install -y -q haproxy)
 
+# tests/test_web_page.py drives the studio page in Debian's chromium (Playwright never downloads
+# a browser): Debian's package, installed when missing.
+chromium:
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+
+# The studio page's script (GET /): web/ type-checked and bundled with livekit-client into
+# api/static/build/ (not committed), again only when its sources or lock change.
+WEB_BUNDLE := api/static/build/studio.js
+WEB_MODULES := web/node_modules/.package-lock.json
+
+$(WEB_MODULES): web/package.json web/package-lock.json
+	command -v npm >/dev/null || (apt-get update -q && apt-get install -y -q nodejs npm)
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+$(WEB_BUNDLE): $(WEB_MODULES) web/tsconfig.json $(wildcard web/src/*.ts)
+	cd web && npm run --silent check && npm run --silent build
+
+web: $(WEB_BUNDLE)
+
 # one Redis and $(CLUSTER_NODES) livekit-server nodes on 127.0.0.1, until Ctrl-C
 cluster: install $(LIVEKIT_SERVER) redis
 	$(BIN)/python -m agent.livekit_cluster --nodes $(CLUSTER_NODES)
@@ -81,7 +101,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # the tests build what they need and do not wait on the model hub
-test: $(STAMP) livekit redis haproxy prometheus lint typecheck
+test: $(STAMP) web livekit redis haproxy prometheus chromium lint typecheck
 	$(BIN)/pytest -q
 
 bench: install livekit
@@ -93,4 +113,4 @@ bench: install livekit
 	$(BIN)/python -m tools.stream_bench
 
 clean:
-	rm -rf $(VENV) .cache out .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .cache out .mypy_cache .ruff_cache .pytest_cache web/node_modules api/static/build

@@ -1,5 +1,5 @@
-"""Bearer keys: every route but /health and LiveKit's webhook (which LiveKit signs with its own
-key, checked by the route) needs one when keys are configured."""
+"""Bearer keys: every route but /health, the studio page and its files, and LiveKit's webhook
+(which LiveKit signs with its own key, checked by the route) needs one when keys are configured."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from aiohttp.typedefs import Middleware
 
 from .errors import Handler, json_error
 
-OPEN_PATHS = frozenset({"/health", "/livekit/webhook"})
+OPEN_PATHS = frozenset({"/health", "/livekit/webhook", "/"})
+OPEN_PREFIXES = ("/static/",)
+"""The studio page (``/``) and its files hold no secrets; the page asks for a key itself."""
 ANONYMOUS = "anonymous"
 KEY_OF_REQUEST = web.RequestKey("api_key", str)
 
@@ -46,7 +48,7 @@ def make_auth_middleware(
 
     @web.middleware
     async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not every_key or request.path in OPEN_PATHS:
+        if not every_key or request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
             request[KEY_OF_REQUEST] = ANONYMOUS
             return await handler(request)
         key = presented_key(request)

@@ -3,8 +3,8 @@
 
 The LiveKit server is the one at ``$LIVEKIT_URL`` when that is set, else a local
 ``livekit-server --dev`` (from the build cache or PATH). The worker runs as a child process
-(``hive-tts agent``); the control API runs here. A join token for a demo room is printed so a
-person can listen, and the agent greets the first listener who joins.
+(``hive-tts agent``); the control API runs here. The studio page's URL is printed first, then a
+join token for a demo room so a person can listen; the agent greets the first listener who joins.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import threading
 import warnings
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 from aiohttp import web
 from livekit import api as lkapi
@@ -112,9 +113,15 @@ class WorkerChild:
         return self.process.returncode
 
 
+def studio_url(port: int, room: str) -> str:
+    """The studio page (voices, try them, the demo room, health) on the control API."""
+    return f"http://127.0.0.1:{port}/?room={quote(room, safe='')}"
+
+
 def _ready_lines(settings: LiveKitSettings, port: int, room: str, token: str) -> str:
     return (
         f"ready: the agent workers are registered with LiveKit ({settings.url})\n"
+        f"open the page:  {studio_url(port, room)}  (Room: join, hear the agent)\n"
         f"listen:         https://meet.livekit.io/custom?liveKitUrl={settings.url}&token={token}\n"
         f"make it speak:  curl -X POST http://127.0.0.1:{port}/rooms/{room}/speak "
         '-H \'Content-Type: application/json\' -d \'{"text": "Hello room", '
@@ -153,6 +160,7 @@ def _serve(
         app = create_app(config, livekit=settings)
         token = join_token(settings, room, "listener")
         print(
+            f"open the page:  {studio_url(port, room)}\n"
             f"{banner}"
             f"control API:    http://127.0.0.1:{port}\n"
             f"demo room:      {room}\n"
