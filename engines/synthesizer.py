@@ -13,7 +13,6 @@ spoken twice and none is lost. The utterance's result names every engine that sp
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -67,6 +66,8 @@ from .voices import VoiceCatalog
 
 logger = logging.getLogger(__name__)
 
+ACLOSE_TIMEOUT_S = 10.0
+"""How long closing an utterance waits for its synthesis task to stop."""
 LOOKAHEAD_PIECES = 2
 """Pieces synthesized ahead of the consumer; a slow reader holds synthesis back."""
 SPEED_RANGE = (0.5, 2.0)
@@ -383,8 +384,15 @@ class Utterance:
         self._synthesizer.active_utterances -= 1
         if not task.done():
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # bounded: a task that swallowed its cancel must not hold its caller (and the
+        # caller's connection) forever
+        done, _ = await asyncio.wait({task}, timeout=ACLOSE_TIMEOUT_S)
+        if not done:
+            logger.error(
+                "an utterance did not stop within %.0f s of being closed", ACLOSE_TIMEOUT_S
+            )
+        elif not task.cancelled() and task.exception() is not None:
+            logger.debug("utterance ended with %r while closed", task.exception())
 
     async def __aenter__(self) -> Utterance:
         return self
@@ -711,8 +719,11 @@ async def _within(
     which tells the engine's thread to stop)."""
     events = aiter(stream)
     while True:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+        # arrives as the event completes, and the utterance would go on with no one listening
         try:
-            event = await asyncio.wait_for(anext(events), stall_s)
+            async with asyncio.timeout(stall_s):
+                event = await anext(events)
         except StopAsyncIteration:
             return
         except TimeoutError:

@@ -4,6 +4,7 @@ short. Every request ends with audio or a typed error; nothing stalls and nothin
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import time
@@ -11,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from api.memory_guard import MemoryGuard, MemoryReading
 from engines.audio import AudioChunk
 from engines.config import Limits, ServiceConfig
 from engines.names import EngineName
 from engines.piper_engine import PiperBackend, bundled_voice_dir
-from engines.synthesizer import SpeechSynthesizer, SynthesisRequest, build_backends
+from engines.synthesizer import SpeechSynthesizer, SynthesisRequest, _within, build_backends
 from engines.voices import PiperBinding, VoiceCatalog
 from tests.api_fixtures import api_client, error_of
 from tests.audio_checks import join_and_inner_steps
@@ -196,3 +198,30 @@ def test_the_memory_guard_reads_rss_and_the_machine_share() -> None:
     reading[0] = MemoryReading(100 * 2**20, 97.0)
     now[0] = 2.0
     assert "97 %" in str(guard.problem())
+
+
+async def test_a_cancel_arriving_as_the_engine_answers_is_not_lost() -> None:
+    """The stall timeout must not swallow a cancel (``asyncio.wait_for`` on Python 3.11 does
+    when its awaitable completes in the same step): a WebSocket cancel then never got its
+    final, about once in sixty."""
+    answered = asyncio.Event()
+
+    class Engine:
+        def __aiter__(self) -> Engine:
+            return self
+
+        async def __anext__(self) -> object:
+            await answered.wait()
+            return object()
+
+    async def first_event() -> object:
+        async for event in _within(Engine(), 5.0, "test"):  # type: ignore[arg-type]
+            return event
+        return None
+
+    consumer = asyncio.create_task(first_event())
+    await asyncio.sleep(0.01)  # waiting for the engine
+    answered.set()
+    consumer.cancel()  # in the same step as the answer
+    with pytest.raises(asyncio.CancelledError):
+        await consumer
