@@ -152,6 +152,9 @@ def parse_speak_attribute(value: str, *, sender: str, max_bytes: int) -> SpeakRe
     """The ``tts.speak`` participant attribute: a JSON request object, or plain text."""
     if value.lstrip().startswith("{"):
         return parse_speak_packet(value.encode(), sender=sender, max_bytes=max_bytes)
+    size = len(value.encode())
+    if size > max_bytes:
+        raise BadJsonError(f"attribute of {size} bytes is over the {max_bytes} byte limit")
     return speak_request({"text": value}, sender=sender, require_text=True)
 
 

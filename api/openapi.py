@@ -13,6 +13,8 @@ AUDIO_MEDIA_TYPES = ["audio/mpeg", "audio/ogg", "audio/wav", "audio/flac", "audi
 """What synthesis answers with per ``format``; ``audio/pcm`` carries ``rate`` and ``channels``
 parameters, ``audio/ogg`` ``codecs=opus``."""
 ROOM_NAME_MAX_CHARS = 128
+LANGUAGE_CODE_PATTERN = r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$"
+"""What ``language`` may be (``engines.router``): "en", "pt-BR", "en_US"."""
 
 _NULLABLE_STRING = {"type": ["string", "null"]}
 _NULLABLE_NUMBER = {"type": ["number", "null"]}
@@ -35,7 +37,7 @@ _SYNTHESIS_REQUEST: dict[str, Any] = {
     "properties": {
         "text": {"type": "string", "description": "Text to speak (at most limits.max_text_chars)"},
         "voice_id": {"type": "string", "example": "en-us-male-premium"},
-        "language": {"type": "string", "example": "en"},
+        "language": {"type": "string", "pattern": LANGUAGE_CODE_PATTERN, "example": "en"},
         "engine": {"enum": ENGINE_NAMES},
         "quality": {"enum": ["fast", "standard", "premium"]},
         "strategy": {"enum": ["auto", "manual", "quality_first", "speed_first"]},
@@ -43,6 +45,11 @@ _SYNTHESIS_REQUEST: dict[str, Any] = {
         "sample_rate": {"enum": [8000, 16000, 22050, 24000, 44100, 48000], "default": 48000},
         "format": {"enum": ["pcm16", "wav", "opus", "mp3", "flac", "aac"]},
         "enhance_audio": {"type": "boolean", "default": False},
+        "normalize": {
+            "type": "boolean",
+            "default": True,
+            "description": "speak numbers, dates, money, units and abbreviations as words",
+        },
         "request_id": {"type": ["string", "integer"]},
         "stream": {"type": "boolean", "default": True},
         "voice_clone_reference": {
@@ -288,7 +295,7 @@ OPENAPI_SPEC: dict[str, Any] = {
                                 "input": {"type": "string"},
                                 "voice": {"type": "string", "example": "alloy"},
                                 "response_format": {"enum": OPENAI_FORMATS},
-                                "speed": {"type": "number"},
+                                "speed": {"type": "number", "minimum": 0.5, "maximum": 2.0},
                                 "instructions": {
                                     "type": "string",
                                     "description": "accepted; no engine here steers by it",
@@ -428,6 +435,7 @@ OPENAPI_SPEC: dict[str, Any] = {
                                     "description": "identity that receives tts.events",
                                 },
                                 "voice_clone_reference": {"type": "string"},
+                                "normalize": {"type": "boolean", "default": True},
                             },
                         }
                     ),
@@ -579,12 +587,22 @@ OPENAPI_SPEC: dict[str, Any] = {
                 "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}},
             }
         },
-        "/static/{path}": {
+        "/static/{file}": {
             "get": {
                 "summary": "The studio page's files (script, styles)",
                 "security": [],
                 "parameters": [
-                    {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}
+                    {
+                        "name": "file",
+                        "in": "path",
+                        "required": True,
+                        "schema": {
+                            "type": "string",
+                            "maxLength": 200,
+                            "pattern": "^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$",
+                            "example": "build/studio.js",
+                        },
+                    }
                 ],
                 "responses": {
                     "200": {

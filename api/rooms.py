@@ -15,13 +15,14 @@ at the rooms that have our dispatch). Needs ``LIVEKIT_URL``, ``LIVEKIT_API_KEY``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -534,6 +535,15 @@ def _may_speak_in(request: web.Request, room: str) -> bool:
     return may_speak_in(request, room, keys.api_keys, keys.admin_keys, keys.room_keys)
 
 
+@contextlib.contextmanager
+def _livekit_reachable() -> Iterator[None]:
+    """A LiveKit server that does not answer is a 502 naming it, not a 500."""
+    try:
+        yield
+    except aiohttp.ClientError as exc:
+        raise LiveKitError(f"LiveKit did not answer: {exc}") from exc
+
+
 async def speak_handler(request: web.Request) -> web.Response:
     room = request.match_info["room"]
     if not _may_speak_in(request, room):
@@ -547,7 +557,8 @@ async def speak_handler(request: web.Request) -> web.Response:
     if limiter is not None:
         limiter.take(caller_of(request))
     body = parse_json_object(await request.read())
-    reply = await request.app[ROOMS_KEY].speak(room, body)
+    with _livekit_reachable():
+        reply = await request.app[ROOMS_KEY].speak(room, body)
     return web.json_response(reply, status=202)
 
 
@@ -556,7 +567,8 @@ async def rooms_handler(request: web.Request) -> web.Response:
     admin = is_admin(request, (*keys.api_keys, *keys.room_keys), keys.admin_keys)
     if not admin and room_patterns(request, keys.room_keys) is None:
         return json_error(403, "forbidden", "listing rooms needs an admin key or a room key")
-    rooms = await request.app[ROOMS_KEY].rooms()
+    with _livekit_reachable():
+        rooms = await request.app[ROOMS_KEY].rooms()
     if not admin:  # a room key sees its rooms only
         rooms = [r for r in rooms if _may_speak_in(request, str(r["room"]))]
     return web.json_response({"rooms": rooms})
@@ -632,7 +644,8 @@ async def token_handler(request: web.Request) -> web.Response:
         limiter.take(caller_of(request))
     service = request.app[ROOMS_KEY]
     settings = service.settings
-    dispatched = await service.ensure_agent(room) if agent else False
+    with _livekit_reachable():
+        dispatched = await service.ensure_agent(room) if agent else False
     identity = identity or WEB_IDENTITY_PREFIX + secrets.token_hex(4)
     reply = {
         "url": settings.public_url or settings.url,

@@ -68,6 +68,8 @@ class _Job:
     text_stream: TextStream | None = None
     cancelled: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    answered: bool = False
+    """Its ``is_final`` message went out."""
 
 
 class WebSocketSession:
@@ -207,10 +209,13 @@ class WebSocketSession:
             self._services.count_request(self._caller)
             self._check_room_in_queue()
             request = await with_voice_reference(request)
+            # the first text goes in before the stream is queued: text refused there (too
+            # long) is this message's one error, with no queued stream to end it a second time
             stream = self._services.synthesizer.open_text_stream(
-                dataclasses.replace(request.synthesis, text="")
+                dataclasses.replace(request.synthesis, text=text)
             )
             self._open_stream = self._enqueue(request, stream)
+            return
         assert self._open_stream.text_stream is not None
         try:
             self._open_stream.text_stream.push_text(text)
@@ -254,6 +259,10 @@ class WebSocketSession:
             except asyncio.CancelledError:
                 job.task.cancel()
                 raise
+            if job.task.cancelled() and not job.answered:
+                # cancelled before its task began to run, so it never said so itself
+                await job.utterance.aclose()
+                await self._send_final(job, 0, None, cancelled=True)
             self._current = None
 
     async def _speak(self, job: _Job) -> None:
@@ -300,6 +309,7 @@ class WebSocketSession:
             await self._send_final(job, sequence, first_sent_ms, cancelled=True, tracker=tracker)
             return
         except HiveTTSError as exc:
+            job.answered = True
             reply = ws_error(exc.code, exc.message, job.request_id, retry_after(exc))
             await self._send(reply | {"is_final": True})
             return
@@ -314,6 +324,7 @@ class WebSocketSession:
         cancelled: bool,
         tracker: PlaybackTracker | None = None,
     ) -> None:
+        job.answered = True
         summary = scrubbed_dict(job.utterance.result.to_dict())
         await self._send(
             {

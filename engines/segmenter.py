@@ -55,7 +55,9 @@ class SegmenterLimits:
     growth: float
 
     def max_for(self, index: int) -> int:
-        return int(min(self.max_chars, self.first_max_chars * self.growth**index))
+        # the exponent is capped: by then every piece is at max_chars, and a float power of a
+        # piece index in the thousands would overflow
+        return int(min(self.max_chars, self.first_max_chars * self.growth ** min(index, 64)))
 
 
 # pieces are capped: a VITS decoder run whole holds ~50 MB of activations per second of audio

@@ -57,6 +57,9 @@ class IncrementalSegmenter:
             raise TextTooLongError(self._received_chars, self._max_chars)
         self._pending += text
         cleaned = normalize_text(self._pending)
+        if not cleaned.strip():  # only spaces, zero-width or control characters so far
+            self._pending = " " if self._pending[-1:].isspace() else ""
+            return []
         # a dot that may not end the sentence ("Dr. ", "z. B. "): wait for the next word
         held = self._normalizer is not None and self._normalizer.may_continue(cleaned)
         # a sentence mark and a space (or a CJK mark) end what this text can still become

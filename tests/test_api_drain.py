@@ -6,9 +6,7 @@ the sockets close with 1001 and the process exits 0."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 from aiohttp import WSCloseCode, WSMsgType
 
 from agent.livekit_server import free_port
-from tests.test_api_server_process import HIVE_TTS, REPO_ROOT, Server, wait_until_healthy
+from tests.test_api_server_process import REPO_ROOT, Server, start_serve, wait_until_healthy
 
 SESSIONS = 3
 LONG = (
@@ -42,20 +40,7 @@ async def serving(tmp_path: Path) -> AsyncIterator[tuple[Server, asyncio.subproc
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG)
     started = Server(free_port(), tmp_path / "serve.log")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_TTS_")}
-    with started.log.open("wb") as output:
-        process = await asyncio.create_subprocess_exec(
-            str(HIVE_TTS),
-            "--config",
-            str(config),
-            "serve",
-            "--port",
-            str(started.port),
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    process = await start_serve(started, config)
     try:
         async with aiohttp.ClientSession() as session:
             await wait_until_healthy(process, started, session)

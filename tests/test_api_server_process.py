@@ -126,6 +126,27 @@ class Ran:
     stderr: str
 
 
+async def start_serve(
+    server: Server, config: Path | None = None, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """``hive-tts [--config CONFIG] serve --port PORT`` with its output in ``server.log``, in an
+    environment without the caller's ``HIVE_TTS_*`` keys (plus ``env``)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_TTS_")}
+    options = ["--config", str(config)] if config is not None else []
+    with server.log.open("wb") as output:
+        return await asyncio.create_subprocess_exec(
+            str(HIVE_TTS),
+            *options,
+            "serve",
+            "--port",
+            str(server.port),
+            cwd=REPO_ROOT,
+            env={**clean, **(env or {})},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
 async def wait_until_healthy(
     process: asyncio.subprocess.Process, server: Server, session: aiohttp.ClientSession
 ) -> None:
@@ -143,20 +164,8 @@ async def wait_until_healthy(
 
 @pytest.fixture(scope="module")
 async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
-    log = tmp_path_factory.mktemp("server") / "serve.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_TTS_")}
-    started = Server(free_port(), log)
-    with log.open("wb") as output:
-        process = await asyncio.create_subprocess_exec(
-            str(HIVE_TTS),
-            "serve",
-            "--port",
-            str(started.port),
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    started = Server(free_port(), tmp_path_factory.mktemp("server") / "serve.log")
+    process = await start_serve(started)
     try:
         async with aiohttp.ClientSession() as session:
             await wait_until_healthy(process, started, session)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shutil
 import socket
@@ -34,7 +33,7 @@ from hive_tts.cli import API_KEYS_ENV, build_parser, with_agent_flags
 from hive_tts.paths import PROJECT_ROOT
 from tests.api_fixtures import eventually
 from tests.livekit_fixtures import WorkerProcess, running_workers
-from tests.test_api_server_process import HIVE_TTS, Server, wait_until_healthy
+from tests.test_api_server_process import Server, start_serve, wait_until_healthy
 
 PROMETHEUS_DIR = PROJECT_ROOT / "deploy" / "prometheus"
 PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
@@ -473,21 +472,7 @@ async def monitored(
     config = directory / "config.yaml"
     config.write_text(MONITORED_CONFIG, encoding="utf-8")
     api = Server(free_port(), directory / "serve.log")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_TTS_")}
-    env[API_KEYS_ENV] = METRICS_KEY
-    with api.log.open("wb") as output:
-        api_process = await asyncio.create_subprocess_exec(
-            str(HIVE_TTS),
-            "--config",
-            str(config),
-            "serve",
-            "--port",
-            str(api.port),
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    api_process = await start_serve(api, config, {API_KEYS_ENV: METRICS_KEY})
     try:
         async with running_workers([livekit_server], config, directory) as workers:
             (worker,) = workers
