@@ -27,26 +27,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import json
 import math
-import resource
 import statistics
 import sys
 import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnxruntime as ort
-import psutil
 
 from engines.config import EngineThreads, ServiceConfig, load_config
 from engines.kokoro_engine import KokoroBackend, assemble_model
@@ -62,19 +58,24 @@ from engines.synthesizer import (
     create_synthesizer,
 )
 from engines.voices import KokoroBinding, PiperBinding
+from tools.benchkit.machine import BYTES_PER_MB as BYTES_PER_MB  # tools/soak.py reads it here
+from tools.benchkit.machine import (
+    DEFAULT_WAIT_QUIET_S,
+    peak_rss_mb,
+    print_sections,
+    rss_mb,
+    track,
+    wait_for_quiet,
+)
+from tools.benchkit.report import add_report_arguments, heading, render_table, write_report
+from tools.benchkit.stats import MS_PER_S as MS_PER_S  # tools/soak.py reads it here
+from tools.benchkit.stats import P50, PERCENT, percentile, summarize
+from tools.benchkit.workloads import PCM16_BYTES_PER_SAMPLE, REPLIES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_FILE = REPO_ROOT / "config.yaml"
 
-# units
-MS_PER_S = 1000.0
 US_PER_MS = 1000.0
-BYTES_PER_MB = 1024 * 1024
-KIB_PER_MB = 1024  # resource.getrusage().ru_maxrss is in KiB on Linux
-PCM16_BYTES_PER_SAMPLE = 2
-P50 = 50.0
-P95 = 95.0
-PERCENT = 100.0
 
 # how much work each section does (defaults keep the whole run under ~6 minutes on 2 cores)
 DEFAULT_ITERATIONS: dict[EngineName, int] = {
@@ -107,12 +108,6 @@ SWEEP_TTFA_PASSES = 1
 """Single-session passes over the English texts per setting (after one warm-up pass)."""
 OP_PROFILE_TOP = 6
 """Operator types listed per engine in section 6."""
-QUIET_WINDOW_S = 2.0
-QUIET_OTHER_CORES = 0.1
-"""Before starting, wait until other processes use at most this many cores on average."""
-DEFAULT_WAIT_QUIET_S = 60.0
-BUSY_OTHER_CORES = 0.2
-"""A section during which other processes used more than this many cores is flagged."""
 
 # targets from the design
 TARGET_TTFA_P50_MS: dict[EngineName, float] = {
@@ -124,29 +119,8 @@ TARGET_TWO_SESSION_RTF = 0.1
 TARGET_RSS_MB = 800.0
 TARGET_SESSION_MB = 5.0
 
-ENGLISH_TEXTS = (
-    "Thanks for calling. How can I help you today?",
-    "Your order has shipped and should arrive on Thursday. Would you like the tracking number?",
-    "I'm sorry, I didn't catch that. Could you repeat your account number, please?",
-    "The next train to the airport leaves at ten forty from platform three. "
-    "It takes about thirty-five minutes.",
-    "Sure, I've booked a table for four at seven thirty tonight. "
-    "You'll get a confirmation by text message.",
-    "Your current balance is two hundred and twelve dollars. "
-    "The next payment is due on the fifteenth of March.",
-    "It looks sunny this afternoon, with a light breeze from the west. Tomorrow brings rain.",
-    "Let me check that for you. One moment while I look up your reservation.",
-)
-JAPANESE_TEXTS = (
-    "お電話ありがとうございます。ご用件をお伺いします。",
-    "ご注文の商品は発送されました。木曜日に届く予定です。",
-    "申し訳ありません、よく聞き取れませんでした。もう一度お願いします。",
-    "次の電車は十時四十分に出発します。三番線からです。",
-    "今夜七時半に四名様で予約しました。確認のメールをお送りします。",
-    "今日はとても良い天気ですね。明日は雨が降るそうです。",
-    "少々お待ちください。ただいまお調べします。",
-    "会議は午後三時から始まります。資料を忘れないでください。",
-)
+ENGLISH_TEXTS = REPLIES["en"]
+JAPANESE_TEXTS = REPLIES["ja"]
 LONG_TEXT = (
     "Welcome back to the evening news. Tonight we look at how small towns across the country "
     "are rebuilding their main streets, one shop at a time. In the first story, a baker who "
@@ -212,132 +186,6 @@ class EngineReport:
     target_ttfa_p50_ms: float
     raw_streaming: list[dict[str, float]] = field(default_factory=list)
     raw_baseline: list[dict[str, float]] = field(default_factory=list)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
-
-
-def summary(values: Sequence[float]) -> dict[str, float]:
-    return {"p50": percentile(values, P50), "p95": percentile(values, P95), "max": max(values)}
-
-
-def rss_mb() -> float:
-    return float(psutil.Process().memory_info().rss) / BYTES_PER_MB
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB_PER_MB
-
-
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    rule = "  ".join("-" * w for w in widths)
-    body = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join([line, rule, *body])
-
-
-def heading(title: str) -> None:
-    print(f"\n== {title}", flush=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# CPU contention: this is a shared 2-core machine, so every section says who else was running
-
-
-@dataclass(frozen=True)
-class CpuSnapshot:
-    wall_s: float
-    busy_s: float
-    """CPU seconds spent by every process (all cores), from /proc/stat."""
-    steal_s: float
-    own_s: float
-
-
-def cpu_snapshot() -> CpuSnapshot:
-    times = psutil.cpu_times()
-    busy = sum(
-        float(getattr(times, name, 0.0)) for name in ("user", "nice", "system", "irq", "softirq")
-    )
-    own = psutil.Process().cpu_times()
-    return CpuSnapshot(
-        time.perf_counter(), busy, float(getattr(times, "steal", 0.0)), own.user + own.system
-    )
-
-
-def cpu_use_since(start: CpuSnapshot) -> dict[str, float]:
-    """Cores used on average since ``start``: by this process, by all others, stolen by the host."""
-    now = cpu_snapshot()
-    wall = now.wall_s - start.wall_s
-    own = (now.own_s - start.own_s) / wall
-    return {
-        "wall_s": wall,
-        "own_cores": own,
-        "other_cores": max(0.0, (now.busy_s - start.busy_s) / wall - own),
-        "steal_cores": (now.steal_s - start.steal_s) / wall,
-    }
-
-
-@contextlib.contextmanager
-def track(name: str, sections: dict[str, dict[str, float]]) -> Iterator[None]:
-    """Record a section's wall time, CPU use (own / others / steal) and memory afterwards."""
-    start = cpu_snapshot()
-    yield
-    use = cpu_use_since(start)
-    use.update(rss_mb=rss_mb(), peak_rss_mb=peak_rss_mb())
-    sections[name] = use
-    busy = use["other_cores"] > BUSY_OTHER_CORES
-    print(
-        f"  [{name}] {use['wall_s']:.1f} s; cores used: this process {use['own_cores']:.2f}, "
-        f"other processes {use['other_cores']:.2f}, host steal {use['steal_cores']:.2f}; "
-        f"RSS {use['rss_mb']:.0f} MB (peak {use['peak_rss_mb']:.0f} MB)"
-        + ("  <-- other processes competed for the CPU" if busy else ""),
-        flush=True,
-    )
-
-
-def wait_for_quiet(max_wait_s: float) -> dict[str, float]:
-    """Wait (up to ``max_wait_s``) until other processes leave the CPU mostly idle."""
-    deadline = time.perf_counter() + max_wait_s
-    while True:
-        start = cpu_snapshot()
-        time.sleep(QUIET_WINDOW_S)
-        use = cpu_use_since(start)
-        if use["other_cores"] <= QUIET_OTHER_CORES or time.perf_counter() >= deadline:
-            return use
-
-
-def print_sections(sections: dict[str, dict[str, float]]) -> None:
-    heading(
-        "Conditions per section (average cores busy; the machine has "
-        f"{psutil.cpu_count()} logical CPUs)"
-    )
-    print(
-        render_table(
-            [
-                "section",
-                "wall s",
-                "this process",
-                "other processes",
-                "host steal",
-                "RSS after MB",
-                "peak RSS MB",
-            ],
-            [
-                [
-                    name,
-                    f"{u['wall_s']:.1f}",
-                    f"{u['own_cores']:.2f}",
-                    f"{u['other_cores']:.2f}",
-                    f"{u['steal_cores']:.2f}",
-                    f"{u['rss_mb']:.0f}",
-                    f"{u['peak_rss_mb']:.0f}",
-                ]
-                for name, u in sections.items()
-            ],
-        )
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,18 +279,18 @@ async def bench_engine(synth: SpeechSynthesizer, case: EngineCase, iterations: i
             if measured:
                 streaming.append(stream_sample)
                 baseline.append(baseline_sample)
-    ttfa = summary([s.ttfa_ms for s in streaming])
-    base_ttfa = summary([s.first_block_ms for s in baseline])
+    ttfa = summarize([s.ttfa_ms for s in streaming])
+    base_ttfa = summarize([s.first_block_ms for s in baseline])
     return EngineReport(
         engine=case.engine.value,
         voice_id=case.voice_id,
         samples=len(streaming),
         streaming_ttfa_ms=ttfa,
-        streaming_first_chunk_ms=summary([s.first_chunk_ms for s in streaming]),
-        engine_first_piece_ms=summary([s.engine_first_piece_ms for s in streaming]),
-        streaming_rtf=summary([s.wall_s / s.audio_s for s in streaming]),
+        streaming_first_chunk_ms=summarize([s.first_chunk_ms for s in streaming]),
+        engine_first_piece_ms=summarize([s.engine_first_piece_ms for s in streaming]),
+        streaming_rtf=summarize([s.wall_s / s.audio_s for s in streaming]),
         baseline_ttfa_ms=base_ttfa,
-        baseline_rtf=summary([s.wall_s / s.audio_s for s in baseline]),
+        baseline_rtf=summarize([s.wall_s / s.audio_s for s in baseline]),
         ttfa_ratio_baseline_over_streaming=base_ttfa["p50"] / ttfa["p50"],
         target_ttfa_p50_ms=TARGET_TTFA_P50_MS[case.engine],
         raw_streaming=[asdict(s) for s in streaming],
@@ -543,7 +391,7 @@ async def bench_concurrent(synth: SpeechSynthesizer) -> dict[str, Any]:
         round_runs, round_wall = await concurrent_round(synth, request, CONCURRENT_SESSIONS)
         runs.extend(round_runs)
         throughput.append(sum(r.audio_s for r in round_runs) / round_wall)
-    rtf = summary([r.rtf for r in runs])
+    rtf = summarize([r.rtf for r in runs])
     heading(f"3. Piper, {CONCURRENT_SESSIONS} sessions at once ({len(LONG_TEXT)}-char text)")
     print(
         render_table(
@@ -802,7 +650,7 @@ async def bench_thread_sweep(base: ServiceConfig) -> dict[str, Any]:
             intra_op_threads=k,
             two_session_audio_s_per_wall_s=statistics.median(throughput[k]),
             two_session_rtf_p50=percentile(session_rtf[k], P50),
-            single_session_ttfa_ms=summary(ttfa[k]),
+            single_session_ttfa_ms=summarize(ttfa[k]),
         )
         for k in synths
     ]
@@ -1004,16 +852,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=",".join(e.value for e in CASES),
         help="comma-separated engines for sections 1, 2 and 6 (default: all three)",
     )
-    parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
     parser.add_argument("--skip-sweep", action="store_true", help="skip the Piper thread sweep")
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=DEFAULT_WAIT_QUIET_S,
-        metavar="SECONDS",
-        help="before starting, wait up to this long for other processes to leave the CPU idle "
-        f"(default {DEFAULT_WAIT_QUIET_S:.0f})",
-    )
+    add_report_arguments(parser, wait_quiet_s=DEFAULT_WAIT_QUIET_S)
     args = parser.parse_args(argv)
     if args.iterations is not None and args.iterations < 1:
         parser.error("--iterations must be at least 1")
@@ -1090,10 +930,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     report = asyncio.run(run(args))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-        print(f"figures written to {args.json}")
+    write_report(args.json, report)
     return 0
 
 

@@ -20,7 +20,6 @@ import argparse
 import datetime
 import json
 import statistics
-import sys
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -38,6 +37,7 @@ from engines.names import EngineName
 from engines.piper_engine import PiperBackend
 from engines.quality import QualityScorer
 from engines.voices import Binding, EspeakBinding, KokoroBinding, VoiceCatalog
+from tools.benchkit.transcriber import Transcriber, character_error_rate, word_error_rate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SENTENCES = {
@@ -90,8 +90,6 @@ def score(dnsmos: float, error_rate: float) -> float:
 
 
 def error_rate(language: str, reference: str, heard: str) -> float:
-    from tests.transcriber import character_error_rate, word_error_rate
-
     if language == "ja":
         return float(character_error_rate(reference, heard))
     return float(word_error_rate(reference, heard))
@@ -131,9 +129,6 @@ def espeak_voice(catalog: VoiceCatalog, language: str) -> EspeakBinding:
 
 
 def rows(languages: Sequence[str], styles: Sequence[str] | None) -> Iterator[Row]:
-    sys.path.insert(0, str(REPO_ROOT))
-    from tests.transcriber import Transcriber
-
     config = load_config(REPO_ROOT / "config.yaml")
     catalog = VoiceCatalog.load(config.voices_file)
     listen, scorer = Transcriber(), QualityScorer()

@@ -21,8 +21,8 @@ Run from the repository root::
    then with a second one on node 1; rooms joined, join delay, and the workers' playback
    underruns and audio seconds over the run.
 
-Everything listens on 127.0.0.1. The workers and listeners come from ``tests.livekit_fixtures``
-(a tool importing tests is a known shortcut, to be moved out of ``tests`` later).
+Everything listens on 127.0.0.1. The workers and listeners come from ``tools.benchkit.rooms``
+(which the tests use too).
 """
 
 from __future__ import annotations
@@ -66,19 +66,23 @@ from control_api import create_app
 from engines.config import ServiceConfig, load_config
 from engines.names import EngineName
 from hive_tts.paths import PROJECT_ROOT
-from tests.livekit_fixtures import Participant, WorkerProcess, room_name
-from tools.bench import MS_PER_S, P50, P95, heading, percentile, render_table, wait_for_quiet
-from tools.room_bench import (
+from tools.benchkit.machine import wait_for_quiet
+from tools.benchkit.probes import WorkerProbe
+from tools.benchkit.report import add_report_arguments, fmt, heading, render_table, write_report
+from tools.benchkit.rooms import (
     AGENT_NAME,
     ANSI,
     LK_GRACE_S,
     LK_SENTENCE,
     METRIC_UNDERRUNS,
     TRACK,
-    WorkerProbe,
+    Participant,
+    WorkerProcess,
     delete_rooms,
+    room_name,
     wait_rooms_gone,
 )
+from tools.benchkit.stats import MS_PER_S, spread
 
 PARTS = ("dispatch", "recovery", "load")
 DEFAULT_BURSTS = (1, 8, 32)
@@ -210,15 +214,8 @@ async def first_speech(
         await asyncio.sleep(AUDIBLE_POLL_S)
 
 
-def spread(values: Sequence[float]) -> list[float | None]:
-    """p50, p95 and max, or Nones."""
-    if not values:
-        return [None, None, None]
-    return [percentile(values, P50), percentile(values, P95), max(values)]
-
-
 def figure(value: float | None, digits: int = 0) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+    return fmt(value, digits)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -612,9 +609,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="a last recovery round that kills the whole hive-tts agent")  # fmt: skip
     add("--load-rooms", type=numbers, default=list(DEFAULT_LOAD_ROOMS), help="default 8,16")
     add("--load-duration", type=int, default=DEFAULT_LOAD_DURATION_S, metavar="SECONDS")
-    add("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
-        help="before each measurement, wait up to this long for an idle CPU")  # fmt: skip
-    add("--json", type=Path, default=None, help="also write every figure here")
+    add_report_arguments(parser, wait_quiet_s=0.0, wait_quiet_help="before each measurement, "
+                         "wait up to this long for an idle CPU")  # fmt: skip
     args = parser.parse_args(argv)
     if unknown := set(args.parts) - set(PARTS):
         parser.error(f"--parts: unknown {sorted(unknown)}; choose from {','.join(PARTS)}")
@@ -639,10 +635,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = asyncio.run(run(args, log_dir, processes))
     report["total_s"] = time.perf_counter() - began
     print(f"\ntotal {report['total_s']:.0f} s; logs in {log_dir}")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
-        print(f"figures written to {args.json}")
+    write_report(args.json, report)
     return 0
 
 

@@ -8,10 +8,10 @@ Run from the repository root::
 Models: an engine whose published weights are complete under ``--models-dir`` (``xtts_v2/``,
 ``speecht5/``, as ``tools/fetch_models.py`` writes them) is measured on them. Otherwise the
 tests' TINY RANDOM-WEIGHT models are built into a temporary directory
-(``tests/xtts_fixtures.write_tiny_xtts``, ``tests/speecht5_fixtures.build_tiny_speecht5``) and
+(``tools/benchkit/tiny_xtts.py``, ``tools/benchkit/tiny_speecht5.py``: what the tests build) and
 the output says so loudly: their figures show the plumbing, and the cost of the parts the tiny
 models keep at full size (XTTS's HiFi-GAN decoder and speaker encoder), never the real models'
-speed. Edge TTS always runs against ``tests/fake_edge_service.FakeEdgeService`` (espeak-ng speech
+speed. Edge TTS always runs against ``tools/benchkit/fake_edge_service.py`` (espeak-ng speech
 as MP3 on 127.0.0.1): its figures are the client's plumbing only, not Microsoft's service.
 
 Sections (each engine is loaded, warmed by its own ``warm_up()`` and then by one discarded pass
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import sys
 import tempfile
@@ -66,30 +65,26 @@ from engines.torch_threads import pin_torch_threads
 from engines.voice_reference import VoiceReference, decode_voice_reference
 from engines.voices import SpeechT5Binding, VoiceCatalog, XttsBinding
 from engines.xtts_engine import XTTS_DIR, XTTS_FILES, SpeakerLatents, XttsBackend
-from tests.fake_edge_service import FakeEdgeService
-from tests.reference_audio import ENCODINGS, encode, voiced_signal
-from tests.speecht5_fixtures import build_tiny_speecht5
-from tests.xtts_fixtures import GENERATED_TOKENS_PER_SENTENCE, write_tiny_xtts
-from tools.bench import (
-    MS_PER_S,
-    P50,
-    P95,
-    heading,
+from tools.benchkit.fake_edge_service import FakeEdgeService
+from tools.benchkit.machine import (
+    DEFAULT_WAIT_QUIET_S,
     peak_rss_mb,
-    percentile,
     print_sections,
-    render_table,
     rss_mb,
     track,
     wait_for_quiet,
 )
+from tools.benchkit.reference_audio import ENCODINGS, encode, voiced_signal
+from tools.benchkit.report import add_report_arguments, heading, render_table, write_report
+from tools.benchkit.stats import MS_PER_S, P50, percentile, summarize
+from tools.benchkit.tiny_speecht5 import build_tiny_speecht5
+from tools.benchkit.tiny_xtts import GENERATED_TOKENS_PER_SENTENCE, write_tiny_xtts
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_FILE = REPO_ROOT / "config.yaml"
 
 DEFAULT_ITERATIONS = 5
 """Measured passes over the texts per engine, after one discarded warm-up pass."""
-DEFAULT_WAIT_QUIET_S = 60.0
 LANGUAGE = "en"
 """Every text here is English (SpeechT5 speaks nothing else)."""
 OUTPUT_RATE_HZ = 48_000
@@ -171,10 +166,6 @@ class TextReport:
     rtf_p50: float
     """Pipeline total time / audio seconds (p50 over passes)."""
     raw: list[dict[str, float]]
-
-
-def summary(values: Sequence[float]) -> dict[str, float]:
-    return {"p50": percentile(values, P50), "p95": percentile(values, P95), "max": max(values)}
 
 
 def engine_threads_executor(threads: int, name: str) -> ThreadPoolExecutor:
@@ -396,8 +387,8 @@ async def speak_once(
 
 
 def text_report(case: EngineCase, text: str, samples: Sequence[PassSample]) -> TextReport:
-    ttfa = summary([s.ttfa_ms for s in samples])
-    baseline = summary([s.baseline_ms for s in samples])
+    ttfa = summarize([s.ttfa_ms for s in samples])
+    baseline = summarize([s.baseline_ms for s in samples])
     return TextReport(
         case=case.label,
         engine=case.engine.value,
@@ -405,8 +396,8 @@ def text_report(case: EngineCase, text: str, samples: Sequence[PassSample]) -> T
         text=text,
         samples=len(samples),
         ttfa_ms=ttfa,
-        total_ms=summary([s.total_ms for s in samples]),
-        engine_first_frame_ms=summary([s.engine_first_frame_ms for s in samples]),
+        total_ms=summarize([s.total_ms for s in samples]),
+        engine_first_frame_ms=summarize([s.engine_first_frame_ms for s in samples]),
         baseline_ms=baseline,
         first_audio_speedup=baseline["p50"] / ttfa["p50"],
         pieces=samples[0].pieces,
@@ -505,8 +496,8 @@ async def bench_latents(xtts: XttsBackend, iterations: int) -> dict[str, Any]:
                 times.append((time.perf_counter() - started) * MS_PER_S)
     return {
         "reference_s": REFERENCE_S,
-        "miss_ms": summary(misses),
-        "hit_ms": summary(hits),
+        "miss_ms": summarize(misses),
+        "hit_ms": summarize(hits),
         "cache_misses": xtts.latent_cache_misses,
         "cache_hits": xtts.latent_cache_hits,
     }
@@ -524,7 +515,7 @@ def bench_decoding() -> dict[str, dict[str, float]]:
             started = time.perf_counter()
             decode_voice_reference(data)
             times.append((time.perf_counter() - started) * MS_PER_S)
-        figures[encoding] = {"kib": len(data) / KIB, **summary(times)}
+        figures[encoding] = {"kib": len(data) / KIB, **summarize(times)}
     return figures
 
 
@@ -650,15 +641,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"measured passes over the texts per engine (default {DEFAULT_ITERATIONS}; one "
         "more warm-up pass is always run and discarded)",
     )
-    parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=DEFAULT_WAIT_QUIET_S,
-        metavar="SECONDS",
-        help="before starting, wait up to this long for other processes to leave the CPU idle "
-        f"(default {DEFAULT_WAIT_QUIET_S:.0f})",
-    )
+    add_report_arguments(parser, wait_quiet_s=DEFAULT_WAIT_QUIET_S)
     args = parser.parse_args(argv)
     if args.iterations < 1:
         parser.error("--iterations must be at least 1")
@@ -783,10 +766,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="engine-bench-") as scratch:
         report = asyncio.run(run(args, Path(scratch)))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-        print(f"figures written to {args.json}")
+    write_report(args.json, report)
     return 0
 
 

@@ -42,13 +42,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import random
 import re
 import sys
 import tempfile
 import time
-import urllib.request
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
@@ -57,40 +55,40 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-import psutil
 from livekit import api as lkapi
 from livekit import rtc
 from livekit.rtc._ffi_client import FfiClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from agent.livekit_server import LK_ENV, DevServer, find_binary
 from engines.audio import LIVEKIT_SAMPLE_RATE
-from tests.livekit_fixtures import (
+from tools.benchkit.machine import cpu_snapshot, wait_for_quiet
+from tools.benchkit.probes import LoopLagProbe, WorkerProbe
+from tools.benchkit.report import add_report_arguments, fmt, heading, render_table, write_report
+from tools.benchkit.rooms import (
+    AGENT_NAME,
+    ANSI,
     AUDIBLE_PEAK,
+    LK_GRACE_S,
+    LK_SENTENCE,
+    METRIC_REQUESTS,
+    METRIC_ROOMS,
+    METRIC_UNDERRUNS,
     Participant,
     WorkerProcess,
     dispatch_agent,
     room_name,
     start_server,
     wait_agent_ready,
+    wait_rooms_gone,
 )
-from tools.bench import (
-    BYTES_PER_MB,
-    MS_PER_S,
-    P50,
-    P95,
-    cpu_snapshot,
-    heading,
-    percentile,
-    render_table,
-    wait_for_quiet,
-)
+from tools.benchkit.rooms import TRACK as TRACK  # (TRACK and delete_rooms: tools/soak.py)
+from tools.benchkit.rooms import delete_rooms as delete_rooms
+from tools.benchkit.stats import MS_PER_S, P50, P95, P99, percentile, percentile_or_none
 
 # the workload
 DEFAULT_ROOMS = (1, 10, 40)
 DEFAULT_UTTERANCES = 3
 SEED = 20261125
-TRACK = "tts-en"
 START_SPREAD_S = 1.0
 PAUSE_RANGE_S = (0.3, 1.0)
 SENTENCES = (
@@ -108,7 +106,6 @@ SENTENCES = (
     "Is there anything else I can help you with today, or shall I close this ticket?",
     "Turn left at the second light, then the parking garage entrance is on your right.",
 )
-LK_SENTENCE = "Hello, this is the load test speaking. Thanks for joining the room."
 
 # listener-side underruns
 FRAME_S = 0.010
@@ -116,7 +113,6 @@ GAP_LIMIT_S = FRAME_S + 0.020
 """Consecutive 10 ms frames further apart than this while an utterance plays: an underrun."""
 
 # bounds: every wait ends by itself
-AGENT_NAME = "hive-tts"
 DISPATCH_WAIT_S = 15.0
 DISPATCH_ATTEMPTS = 4
 """A room whose agent has not joined in DISPATCH_WAIT_S is dispatched again (if its dispatch
@@ -128,26 +124,17 @@ SETTLE_S = 2.0
 DEFAULT_UTTERANCE_TIMEOUT_S = 120.0
 SEND_TIMEOUT_S = 10.0
 LEAVE_TIMEOUT_S = 60.0
-METRICS_POLL_S = 0.5
 LK_POLL_S = 1.0
-LK_GRACE_S = 90.0
-"""``lk perf`` gets this long beyond its ``--duration`` before it is killed."""
 LK_TAIL_LINES = 40
 HUNG_POLL_S = 5.0
 HUNG_AFTER_S = 60.0
 """A worker whose ``/metrics`` stays silent this long is hung: the level stops, and so does
 the run (a hung worker would only produce timeouts)."""
-LAG_PROBE_S = 0.05
 
 # targets, on this machine
 TARGET_ROOMS = 10
 TARGET_P50_MS = 150.0
 TARGET_P95_MS = 250.0
-
-METRIC_ROOMS = "tts_rooms_active"
-METRIC_UNDERRUNS = "tts_playback_underruns_total"
-METRIC_REQUESTS = "tts_synthesis_requests_total"
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,110 +149,6 @@ class ServerAddress:
     http_url: str
     api_key: str
     api_secret: str
-
-
-class WorkerProbe:
-    """The worker's CPU and RSS (psutil, children included) and its Prometheus metrics; each is
-    ``None`` when the tool does not know the worker's pid or metrics URL."""
-
-    def __init__(self, pid: int | None, metrics_url: str | None) -> None:
-        self._process = psutil.Process(pid) if pid is not None else None
-        self.metrics_url = metrics_url
-
-    def _tree(self) -> list[psutil.Process]:
-        assert self._process is not None
-        return [self._process, *self._process.children(recursive=True)]
-
-    def _cpu_s(self) -> float | None:
-        if self._process is None:
-            return None
-        total = 0.0
-        for proc in self._tree():
-            with contextlib.suppress(psutil.Error):
-                times = proc.cpu_times()
-                total += times.user + times.system
-        return total
-
-    def _native_cpu_s(self) -> float | None:
-        """CPU of the worker's threads that are not Python's (named by WebRTC and the LiveKit
-        FFI: encoders, network, tokio); Python threads keep the process's name."""
-        if self._process is None:
-            return None
-        own = self._process.name()
-        total = 0.0
-        for thread in self._process.threads():
-            with contextlib.suppress(OSError):
-                comm = Path(f"/proc/{self._process.pid}/task/{thread.id}/comm").read_text()
-                if comm.strip() != own:
-                    total += thread.user_time + thread.system_time
-        return total
-
-    def _rss_mb(self) -> float | None:
-        if self._process is None:
-            return None
-        total = 0
-        for proc in self._tree():
-            with contextlib.suppress(psutil.Error):
-                total += proc.memory_info().rss
-        return total / BYTES_PER_MB
-
-    async def cpu_s(self) -> tuple[float | None, float | None]:
-        """(whole worker, its native threads) CPU seconds so far."""
-        return await asyncio.to_thread(lambda: (self._cpu_s(), self._native_cpu_s()))
-
-    async def rss_mb(self) -> float | None:
-        return await asyncio.to_thread(self._rss_mb)
-
-    def _metrics(self) -> dict[str, float]:
-        if self.metrics_url is None:
-            return {}
-        with urllib.request.urlopen(self.metrics_url, timeout=5) as reply:
-            text = reply.read().decode()
-        sums: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                sums[sample.name] = sums.get(sample.name, 0.0) + float(sample.value)
-        return sums
-
-    async def metric(self, name: str) -> float | None:
-        """A metric summed over its labels; ``None`` when unknown or unreadable."""
-        try:
-            values = await asyncio.to_thread(self._metrics)
-        except OSError:
-            return None
-        return values.get(name, 0.0) if self.metrics_url is not None else None
-
-
-class LagProbe:
-    """How late this process's event loop wakes from short sleeps (its own load shows here)."""
-
-    def __init__(self) -> None:
-        self.lags_ms: list[float] = []
-        self.stalls: list[tuple[float, float]] = []
-        """(start, end) of wake-ups later than a listener gap's excess over one frame."""
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        while True:
-            before = time.perf_counter()
-            await asyncio.sleep(LAG_PROBE_S)
-            woke = time.perf_counter()
-            lag = woke - before - LAG_PROBE_S
-            self.lags_ms.append(lag * MS_PER_S)
-            if lag > GAP_LIMIT_S - FRAME_S:
-                self.stalls.append((woke - lag, woke))
-
-    def stalled(self, start: float, end: float) -> bool:
-        """Whether this process's loop stalled during (start, end)."""
-        return any(a < end and b > start for a, b in self.stalls)
-
-    def __enter__(self) -> LagProbe:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -612,22 +495,6 @@ async def open_room(server: DevServer, name: str, gate: asyncio.Semaphore) -> Op
     return opened
 
 
-async def wait_rooms_gone(probe: WorkerProbe, timeout: float) -> float | None:
-    deadline = time.monotonic() + timeout
-    active = await probe.metric(METRIC_ROOMS)
-    while active and time.monotonic() < deadline:
-        await asyncio.sleep(METRICS_POLL_S)
-        active = await probe.metric(METRIC_ROOMS)
-    return active
-
-
-async def delete_rooms(server: DevServer, names: Sequence[str]) -> None:
-    async with lkapi.LiveKitAPI(server.http_url, server.api_key, server.api_secret) as client:
-        for name in names:
-            with contextlib.suppress(Exception):
-                await client.room.delete_room(lkapi.DeleteRoomRequest(room=name))
-
-
 async def run_level(
     server: DevServer, probe: WorkerProbe, rooms: int, args: argparse.Namespace
 ) -> LevelResult:
@@ -660,7 +527,7 @@ async def run_level(
     underruns_before = await probe.metric(METRIC_UNDERRUNS)
     cpu_before = await probe.cpu_s()
     machine = cpu_snapshot()
-    with LagProbe() as lag:
+    with LoopLagProbe(stall_after_s=GAP_LIMIT_S - FRAME_S) as lag:
         began = time.perf_counter()
         result.samples, result.aborted = await speak_everywhere(ready, args, SEED + rooms, probe)
         result.speak_s = time.perf_counter() - began
@@ -678,7 +545,7 @@ async def run_level(
     for sample in result.samples:
         sample.bench_stalled_underruns = sum(lag.stalled(*span) for span in sample.gap_spans)
     if lag.lags_ms:
-        result.bench_lag_p99_ms = percentile(lag.lags_ms, 99.0)
+        result.bench_lag_p99_ms = percentile(lag.lags_ms, P99)
         result.bench_lag_max_ms = max(lag.lags_ms)
     if underruns_before is not None and underruns_after is not None:
         result.worker_underruns = underruns_after - underruns_before
@@ -794,14 +661,6 @@ def _per_s(value: float | None, seconds: float) -> float | None:
 # report
 
 
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _pct(values: Sequence[float], q: float) -> float | None:
-    return percentile(values, q) if values else None
-
-
 def print_levels(levels: Sequence[LevelResult]) -> None:
     heading("Rooms: latency and underruns (ms; listener = tts.speak sent -> first audible frame)")
     headers = [
@@ -817,18 +676,18 @@ def print_levels(levels: Sequence[LevelResult]) -> None:
                 str(level.rooms),
                 str(level.rooms_ready),
                 str(len(listener)),
-                _fmt(_pct(listener, P50)),
-                _fmt(_pct(listener, P95)),
-                _fmt(max(listener, default=None)),
-                _fmt(_pct(level.values("agent_ttfa_ms"), P50)),
-                _fmt(_pct(level.values("engine_ttfa_ms"), P50)),
-                _fmt(_pct(level.transports(), P50)),
+                fmt(percentile_or_none(listener, P50)),
+                fmt(percentile_or_none(listener, P95)),
+                fmt(max(listener, default=None)),
+                fmt(percentile_or_none(level.values("agent_ttfa_ms"), P50)),
+                fmt(percentile_or_none(level.values("engine_ttfa_ms"), P50)),
+                fmt(percentile_or_none(level.transports(), P50)),
                 str(sum(s.listener_underruns for s in level.samples)),
                 str(sum(s.bench_stalled_underruns for s in level.samples)),
-                _fmt(level.worker_underruns, 0),
-                _fmt(max(level.values("largest_gap_ms"), default=None)),
-                _fmt(level.cpu_percent_per_room),
-                _fmt(level.rss_per_room_mb),
+                fmt(level.worker_underruns, 0),
+                fmt(max(level.values("largest_gap_ms"), default=None)),
+                fmt(level.cpu_percent_per_room),
+                fmt(level.rss_per_room_mb),
                 str(level.errors),
             ]
         )
@@ -854,21 +713,21 @@ def print_levels(levels: Sequence[LevelResult]) -> None:
     rows = [
         [
             str(level.rooms),
-            _fmt(level.join_s),
+            fmt(level.join_s),
             str(level.redispatches),
-            _fmt(level.speak_s),
-            _fmt(level.audio_s / level.speak_s if level.speak_s else None, 2),
-            _fmt(level.worker_cores, 2),
-            _fmt(_per_s(level.worker_native_cpu_s, level.speak_s), 2),
-            _fmt(level.cpu_per_audio_s, 3),
-            _fmt(level.bench_cores, 2),
+            fmt(level.speak_s),
+            fmt(level.audio_s / level.speak_s if level.speak_s else None, 2),
+            fmt(level.worker_cores, 2),
+            fmt(_per_s(level.worker_native_cpu_s, level.speak_s), 2),
+            fmt(level.cpu_per_audio_s, 3),
+            fmt(level.bench_cores, 2),
             f"{level.bench_lag_p99_ms:.0f}/{level.bench_lag_max_ms:.0f}",
-            _fmt(level.other_cores, 2),
-            _fmt(level.steal_cores, 2),
-            _fmt(level.rss_before_mb, 0),
-            _fmt(level.rss_joined_mb, 0),
-            _fmt(level.rooms_active_after_leave, 0),
-            _fmt(level.leave_s),
+            fmt(level.other_cores, 2),
+            fmt(level.steal_cores, 2),
+            fmt(level.rss_before_mb, 0),
+            fmt(level.rss_joined_mb, 0),
+            fmt(level.rooms_active_after_leave, 0),
+            fmt(level.leave_s),
         ]
         for level in levels
     ]
@@ -896,16 +755,16 @@ def print_targets(levels: Sequence[LevelResult]) -> None:
     heading(f"Against the targets (at {TARGET_ROOMS} rooms; zero underruns at every level)")
     for level in levels:
         listener = level.values("listener_ttfa_ms")
-        p50, p95 = _pct(listener, P50), _pct(listener, P95)
+        p50, p95 = percentile_or_none(listener, P50), percentile_or_none(listener, P95)
         underruns = sum(s.listener_underruns for s in level.samples)
         worker = level.worker_underruns or 0
         line = f"{level.rooms} rooms: underruns listener {underruns}, worker {worker:.0f}"
         line += " (target 0) " + ("met" if underruns == 0 and worker == 0 else "MISSED")
         if level.rooms == TARGET_ROOMS:
             line += (
-                f"; listener TTFA p50 {_fmt(p50)} ms (target <= {TARGET_P50_MS:.0f}) "
+                f"; listener TTFA p50 {fmt(p50)} ms (target <= {TARGET_P50_MS:.0f}) "
                 + ("met" if p50 is not None and p50 <= TARGET_P50_MS else "MISSED")
-                + f", p95 {_fmt(p95)} ms (target <= {TARGET_P95_MS:.0f}) "
+                + f", p95 {fmt(p95)} ms (target <= {TARGET_P95_MS:.0f}) "
                 + ("met" if p95 is not None and p95 <= TARGET_P95_MS else "MISSED")
             )
         print(f"{line}; errors {level.errors}")
@@ -917,9 +776,9 @@ def print_lk(result: LkResult) -> None:
     print(result.output_tail)
     print(
         f"exit {result.returncode} after {result.wall_s:.1f} s; worker: rooms_active peak "
-        f"{_fmt(result.rooms_active_peak, 0)}, synthesis requests "
-        f"{_fmt(result.synthesis_requests, 0)}, playback underruns "
-        f"{_fmt(result.worker_underruns, 0)}"
+        f"{fmt(result.rooms_active_peak, 0)}, synthesis requests "
+        f"{fmt(result.synthesis_requests, 0)}, playback underruns "
+        f"{fmt(result.worker_underruns, 0)}"
     )
 
 
@@ -933,7 +792,7 @@ async def run(args: argparse.Namespace, server: DevServer, probe: WorkerProbe) -
         warm = argparse.Namespace(**{**vars(args), "utterances": 1})
         warmup = await run_level(server, probe, 1, warm)
         ttfa = warmup.values("listener_ttfa_ms")
-        print(f"   warm-up (discarded): listener TTFA {_fmt(ttfa[0] if ttfa else None)} ms")
+        print(f"   warm-up (discarded): listener TTFA {fmt(ttfa[0] if ttfa else None)} ms")
     for rooms in args.rooms:
         if args.wait_quiet > 0:
             await asyncio.to_thread(wait_for_quiet, args.wait_quiet)
@@ -964,7 +823,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="comma-separated room counts, run one after another (default %(default)s)",
     )
     parser.add_argument("--utterances", type=int, default=DEFAULT_UTTERANCES)
-    parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
     parser.add_argument(
         "--timeout",
         type=float,
@@ -987,7 +845,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--lk-load-test", type=int, default=0, metavar="SECONDS")
     parser.add_argument("--lk-rooms", type=int, default=5)
-    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS")
+    add_report_arguments(
+        parser,
+        wait_quiet_s=0.0,
+        wait_quiet_help="before each room count, wait up to this long for other processes to "
+        "leave the CPU idle",
+    )
     parser.add_argument("--livekit-url", default=None, help="a running server (ws://...)")
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--api-secret", default=None)
@@ -1031,10 +894,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dev.stop()
     report["total_s"] = time.perf_counter() - began
     print(f"\ntotal {report['total_s']:.0f} s; logs in {log_dir}")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
-        print(f"figures written to {args.json}")
+    write_report(args.json, report)
     return 0
 
 

