@@ -9,6 +9,7 @@ digit by digit, the local order of dates).
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -102,7 +103,7 @@ def _spell(number: int, language: str, form: str) -> str:
 
 
 @dataclass
-class Language:
+class Language(ABC):
     """A language's tables and spoken forms. Each language module builds one with its tables
     (for a locale) and overrides a form where the language reads it its own way."""
 
@@ -262,16 +263,16 @@ class Language:
         """The meridiem, "am" or "pm", of a written marker ("p.m.", "PM", "午後")."""
         return "pm" if written.lower().startswith("p") or written == "午後" else "am"
 
+    @abstractmethod
     def time(self, hour: int, minute: int, meridiem: str | None) -> str:
         """A clock time; ``meridiem`` is "am" or "pm" when written."""
-        raise NotImplementedError
 
+    @abstractmethod
     def date(
         self, day: int, month: int, year: int | None, before: str, *, month_first: bool
     ) -> str:
         """A date; ``before`` is the word before it (articles and prepositions decide case
         endings in German); ``month_first`` when written so ("December 1")."""
-        raise NotImplementedError
 
     def continuations(self) -> list[str]:
         """Regexes of tokens that end with a dot but not a sentence, beyond abbreviations
