@@ -931,3 +931,14 @@ async def test_the_spoken_number_is_heard_back(
 ) -> None:
     heard = await _heard(language, synthesizer, transcriber, transcripts)
     assert heard_numbers(heard, language, case.numbers) == set(case.numbers), heard
+
+
+@pytest.mark.parametrize("language", ["en", "es", "fr", "de", "it", "pt"])
+def test_numbers_beyond_what_num2words_spells_are_read_digit_by_digit(language: str) -> None:
+    """Found by fuzzing: num2words raises NotImplementedError, OverflowError or RecursionError
+    past its limit (which differs per language); such a number is now read digit by digit.
+    (Japanese leaves digits to pyopenjtalk, which reads them.)"""
+    normalizer = normalizer_for(language, None)
+    assert normalizer is not None
+    spoken = normalizer.normalize("9999999999999999999999999999 and -12345678901234567890123456789")
+    assert not any(char.isdigit() for char in spoken.text), spoken.text

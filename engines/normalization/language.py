@@ -96,7 +96,11 @@ SPELLING_CACHE_SIZE = 4096
 
 @lru_cache(maxsize=SPELLING_CACHE_SIZE)
 def _spell(number: int, language: str, form: str) -> str:
-    words = num2words(number, lang=language, to=form)
+    try:
+        words = num2words(number, lang=language, to=form)
+    except (NotImplementedError, OverflowError, RecursionError):
+        # beyond what num2words spells (its limit differs per language): digit by digit
+        return " ".join(_spell(int(digit), language, "cardinal") for digit in str(abs(number)))
     # num2words puts commas between groups ("one thousand, two hundred"); a comma would be a
     # place to cut and a pause in the middle of a number
     return " ".join(words.replace(",", " ").split())
