@@ -19,7 +19,7 @@ from api.openapi import OPENAPI_SPEC
 from api.request_parsing import parse_synthesis
 from engines.errors import InvalidOptionError
 from engines.normalization import SpeechNormalizer, normalizer_for
-from engines.normalization.language import Gender, Language
+from engines.normalization.language import Gender, Language, _spell
 from engines.segmenter import segment_text
 from engines.synthesizer import SpeechSynthesizer, SynthesisRequest
 from engines.text_normalizer import normalize_text
@@ -940,5 +940,9 @@ def test_numbers_beyond_what_num2words_spells_are_read_digit_by_digit(language: 
     (Japanese leaves digits to pyopenjtalk, which reads them.)"""
     normalizer = normalizer_for(language, None)
     assert normalizer is not None
-    spoken = normalizer.normalize("9999999999999999999999999999 and -12345678901234567890123456789")
-    assert not any(char.isdigit() for char in spoken.text), spoken.text
+    for digits in (27, 34, 101, 401):
+        spoken = normalizer.normalize(f"{'9' * digits} and -{'1' * digits}")
+        assert not any(char.isdigit() for char in spoken.text), spoken.text[:80]
+        for form in ("cardinal", "ordinal"):  # pt ordinals fail from 27 digits (KeyError)
+            words = _spell(10**digits, language, form)
+            assert words and not any(char.isdigit() for char in words)

@@ -98,7 +98,7 @@ SPELLING_CACHE_SIZE = 4096
 def _spell(number: int, language: str, form: str) -> str:
     try:
         words = num2words(number, lang=language, to=form)
-    except (NotImplementedError, OverflowError, RecursionError):
+    except (NotImplementedError, OverflowError, RecursionError, KeyError, IndexError):
         # beyond what num2words spells (its limit differs per language): digit by digit
         return " ".join(_spell(int(digit), language, "cardinal") for digit in str(abs(number)))
     # num2words puts commas between groups ("one thousand, two hundred"); a comma would be a
