@@ -29,6 +29,7 @@ from agent.speak_request import (
     DrainingError,
     NotAllowedError,
     QueueFullError,
+    SenderUnknownError,
     SpeakMode,
     SpeakRequest,
     TooManyTracksError,
@@ -275,9 +276,10 @@ class RoomSession:
             raise DrainingError("this agent is shutting down and takes no new text")
         refusal = self._policy.refusal(identity, self._sender_attributes(identity))
         if refusal is not None and identity == UNKNOWN_SENDER:
-            raise NotAllowedError(
+            raise SenderUnknownError(
                 "this room limits who may make the agent speak, and the agent did not know the "
-                "sender yet (the packet came as they joined): send it again"
+                "sender yet (the packet came as they joined): send it again",
+                retry_after_s=1,
             )
         if refusal is not None:
             raise NotAllowedError(refusal)

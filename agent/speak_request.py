@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from api.errors import RetryLaterError
 from api.request_parsing import (
     BadJsonError,
     flag_option,
@@ -51,6 +52,14 @@ class SpeakMode(StrEnum):
 class NotAllowedError(RequestError):
     code = "not_allowed"
     http_status = 403
+
+
+class SenderUnknownError(RetryLaterError):
+    """A packet reached the agent before the rtc SDK reported its sender's join (it then names
+    no sender) in a room that limits who may speak: whether this sender may is not known yet."""
+
+    code = "sender_unknown"
+    http_status = 409
 
 
 class QueueFullError(RequestError):

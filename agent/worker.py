@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -39,6 +40,9 @@ logger = logging.getLogger(__name__)
 EXIT_SECOND_SIGNAL = 130
 CONNECT_POLL_S = 0.02
 CONNECT_TIMEOUT_S = 10.0
+READY_CONFIRM_S = 3.0
+"""How long the server has to echo the agent's ready attribute before it is set again."""
+READY_ATTEMPTS = 4
 """A room connection that takes longer fails its job (the control API dispatches again)."""
 CLOSE_TIMEOUT_S = 10.0
 """After the drain, how long closing jobs and connections may take."""
@@ -163,10 +167,6 @@ async def entrypoint(ctx: JobContext) -> None:
     )
     session.attach()
     worker.add(session, ctx)
-    # listening now: the control API waits for this before it sends text
-    await ctx.room.local_participant.set_attributes(
-        {READY_ATTRIBUTE: "1", WORKER_ATTRIBUTE: ctx.worker_id}
-    )
 
     async def on_shutdown(reason: str = "") -> None:
         worker.remove(session)
@@ -183,8 +183,37 @@ async def entrypoint(ctx: JobContext) -> None:
             ctx.shutdown("the room already has its agent")
 
     ctx.room.on("participant_attributes_changed", on_attributes)
+    # listening now: the control API waits for this before it sends text
+    if not await _announce_ready(ctx):
+        logger.error("%s: the server never took the ready attribute; leaving", ctx.room.name)
+        ctx.shutdown("the agent could not say it is ready")  # the control API dispatches again
+        return
     await session.report_lost(ctx.job.metadata)
     logger.info("serving room %s", ctx.room.name)
+
+
+async def _announce_ready(ctx: JobContext) -> bool:
+    """Set the ready attribute until the server echoes it back. The rtc SDK's
+    ``set_attributes`` returns without saying whether the server took the update, and in a
+    burst of rooms one agent stayed in its room unready for good (the control API then waited
+    45 s and answered 504)."""
+    me = ctx.room.local_participant
+    attributes = {READY_ATTRIBUTE: "1", WORKER_ATTRIBUTE: ctx.worker_id}
+    for attempt in range(1, READY_ATTEMPTS + 1):
+        await me.set_attributes(attributes)
+        deadline = time.monotonic() + READY_CONFIRM_S
+        while time.monotonic() < deadline:
+            if all(me.attributes.get(key) == value for key, value in attributes.items()):
+                return True
+            await asyncio.sleep(CONNECT_POLL_S * 5)
+        logger.warning(
+            "%s: the ready attribute was not echoed within %.0f s (attempt %d of %d)",
+            ctx.room.name,
+            READY_CONFIRM_S,
+            attempt,
+            READY_ATTEMPTS,
+        )
+    return False
 
 
 def _ready_agent(room: rtc.Room, *, ignoring: str | None) -> rtc.RemoteParticipant | None:

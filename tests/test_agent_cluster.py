@@ -42,6 +42,8 @@ BEFORE = "Hello, this is the room speaking before one node is lost."
 AFTER = "And after the node was lost, this room still has its voice and speaks."
 HEARD_SECONDS = 1.0
 BURST_HEARD_SECONDS = 0.5
+BURST_SENT_SECONDS = 2.0  # of the sentence's 2.8 s; any engine in the chain says it in more
+HEARING_EVERY = 4
 HEARD_TIMEOUT_S = 180.0
 RECOVERY_TIMEOUT_S = 90.0
 EXIT_TIMEOUT_S = 90.0
@@ -113,8 +115,15 @@ async def test_a_burst_of_sixteen_rooms_spreads_over_both_workers(
 ) -> None:
     nodes = deployment.cluster.nodes
     names = [room_name(f"cluster{n}") for n in range(BURST_ROOMS)]
+    # a listener in every fourth room hears the agent; the others only read its events, as a
+    # translator's pipeline would. Sixteen listeners decoding Opus in this test's process (the
+    # control API's too) on two cores, beside two SFU nodes and two workers, starved it: rooms
+    # heard 0 to 0.7 s of 2.8 s in fresh-clone runs while their agent sent all of it
     listeners = [
-        await Participant(f"listener-{n}").join(nodes[n % 2], name) for n, name in enumerate(names)
+        await Participant(f"listener-{n}", subscribe=n % HEARING_EVERY == HEARING_EVERY - 1).join(
+            nodes[n % 2], name
+        )
+        for n, name in enumerate(names)
     ]
     try:
         answers = await asyncio.gather(
@@ -123,16 +132,16 @@ async def test_a_burst_of_sixteen_rooms_spreads_over_both_workers(
                 for n, name in enumerate(names)
             )
         )
-        audible = []
+        sent, audible = [], []
         for n, listener in enumerate(listeners):
             finished = await listener.wait_event(str(answers[n]["id"]), "finished", HEARD_TIMEOUT_S)
             assert finished["interrupted"] is False
-            await asyncio.sleep(0.5)  # the last frames reach the listener
-            audible.append(round(listener.tracks["tts-en"].audible_seconds(0.0), 2))
-        print(f"\naudible seconds per room in the burst: {audible}")
-        # every room heard its agent speak. Not all of it: sixteen rooms, two SFU nodes, two
-        # workers and sixteen listeners share two cores, and a listener's jitter buffer drops
-        # audio that reaches it late (one room in a fresh-clone run heard 0.92 s of 2.8 s)
+            sent.append(float(str(finished["audio_duration_s"])))
+            if listener.subscribe:
+                await asyncio.sleep(0.5)  # the last frames reach the listener
+                audible.append(round(listener.tracks["tts-en"].audible_seconds(0.0), 2))
+        print(f"\nseconds each agent sent: {sent}; heard where someone listened: {audible}")
+        assert all(seconds >= BURST_SENT_SECONDS for seconds in sent), sent  # all of it
         assert all(seconds >= BURST_HEARD_SECONDS for seconds in audible), audible
         served = [set(w.rooms()) & set(names) for w in deployment.workers]
         assert served[0] | served[1] == set(names)

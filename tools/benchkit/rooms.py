@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
@@ -290,8 +291,10 @@ class Caption:
 class Participant:
     """A person or pipeline in a room: hears the agent's tracks, sends text, reads events."""
 
-    def __init__(self, identity: str) -> None:
+    def __init__(self, identity: str, *, subscribe: bool = True) -> None:
+        """``subscribe=False``: hears nothing (a pipeline that only sends text and reads events)."""
         self.identity = identity
+        self.subscribe = subscribe
         self.room = rtc.Room()
         self.tracks: dict[str, ReceivedTrack] = {}
         self.events: list[tuple[float, dict[str, object]]] = []
@@ -305,7 +308,11 @@ class Participant:
     async def join(
         self, server: LiveKitEndpoint, room: str, attributes: Mapping[str, str] = {}
     ) -> Participant:
-        await self.room.connect(server.url, token(server, room, self.identity, attributes))
+        await self.room.connect(
+            server.url,
+            token(server, room, self.identity, attributes),
+            rtc.RoomOptions(auto_subscribe=self.subscribe),
+        )
         return self
 
     async def leave(self) -> None:
@@ -368,11 +375,37 @@ class Participant:
         self._spawn(read())
 
     async def send(self, body: Mapping[str, object] | bytes, to: str = TOPIC_SPEAK) -> float:
-        """Publish a ``tts.speak`` packet; returns when it was sent (``perf_counter``)."""
+        """Publish a ``tts.speak`` packet; returns when it was sent (``perf_counter``).
+
+        A JSON body names this participant in ``reply_to`` unless it names someone, as a client
+        should: a packet sent as it joins can reach the agent before its join does, with no
+        sender, and then only ``reply_to`` says where the events go."""
+        if not isinstance(body, bytes) and "reply_to" not in body:
+            body = {**body, "reply_to": self.identity}
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
         sent = time.perf_counter()
         await self.room.local_participant.publish_data(payload, topic=to, reliable=True)
         return sent
+
+    async def send_until_known(
+        self, body: Mapping[str, object], attempts: int = 10, timeout: float = EVENT_TIMEOUT_S
+    ) -> float:
+        """Send ``body``, and again while the agent answers ``sender_unknown`` (it had not seen
+        this participant join yet, in a room that limits who may speak); when it was last sent."""
+        request_id = str(body["id"])
+        for _ in range(attempts):
+            before = len(self.events_for(request_id))
+            sent = await self.send(body)
+            await self.wait_for(
+                functools.partial(self.answered_after, request_id, before),
+                timeout,
+                f"an answer to {request_id}",
+            )
+            answer = self.events_for(request_id)[before]
+            if answer.get("type") != "error" or answer.get("code") != "sender_unknown":
+                return sent
+            await asyncio.sleep(float(str(answer.get("retry_after_s", 1))))
+        raise AssertionError(f"the agent never knew {self.identity}: {self.events_for(request_id)}")
 
     def describe(self) -> str:
         """The connection and what each track brought, for a failure's message."""
@@ -391,6 +424,10 @@ class Participant:
 
     def events_for(self, request_id: str | None) -> list[dict[str, object]]:
         return [event for _, event in self.events if event.get("id") == request_id]
+
+    def answered_after(self, request_id: str, count: int) -> bool:
+        """Whether more than ``count`` events came for ``request_id``."""
+        return len(self.events_for(request_id)) > count
 
     async def wait_for(
         self, predicate: Callable[[], bool], timeout: float = EVENT_TIMEOUT_S, what: str = "?"

@@ -16,6 +16,8 @@ import { byId, element, showError } from "./dom";
 
 const TOPIC_SPEAK = "tts.speak";
 const TOPIC_EVENTS = "tts.events";
+/** Sends of one text at most, while the agent answers `sender_unknown`. */
+const MAX_ATTEMPTS = 5;
 const TOPIC_TRANSCRIPTION = "lk.transcription";
 const AGENT_ATTRIBUTE = "hive-tts.agent";
 const TRACK_ATTRIBUTE_PREFIX = "tts.track.";
@@ -75,6 +77,8 @@ export class RoomSection {
   private audibleFrames = 0;
   private captionCount = 0;
   private sent = 0;
+  /** What was sent, by id, until the agent answers it with anything but `sender_unknown`. */
+  private readonly unanswered = new Map<string, { payload: Uint8Array<ArrayBuffer>; attempts: number }>();
 
   constructor() {
     this.audioElements.hidden = true;
@@ -284,6 +288,28 @@ export class RoomSection {
     const item = element("li", `${String(type)} (${String(id)})${details ? ": " + details : ""}`);
     item.dataset.type = String(type);
     appendLimited(this.events, item);
+    const sent = this.unanswered.get(String(id));
+    if (!sent) return;
+    // sent as this page joined, the text reached the agent before it had seen us join, in a
+    // room that limits who may speak: it asks for the same text again
+    if (type === "error" && fields.code === "sender_unknown" && sent.attempts < MAX_ATTEMPTS) {
+      sent.attempts += 1;
+      const wait = Number(fields.retry_after_s ?? 1) * 1000;
+      window.setTimeout(() => void this.publish(String(id), sent.payload), wait);
+    } else {
+      this.unanswered.delete(String(id));
+    }
+  }
+
+  private async publish(id: string, payload: Uint8Array<ArrayBuffer>): Promise<void> {
+    const room = this.room;
+    if (!room) return;
+    try {
+      await room.localParticipant.publishData(payload, { reliable: true, topic: TOPIC_SPEAK });
+    } catch (error) {
+      this.unanswered.delete(id);
+      showError(this.error, `Not sent: ${describeError(error)}`);
+    }
   }
 
   async speak(): Promise<void> {
@@ -300,14 +326,12 @@ export class RoomSection {
       // participant join names no sender, and then this says where the events go
       reply_to: room.localParticipant.identity,
     };
-    try {
-      await room.localParticipant.publishData(new TextEncoder().encode(JSON.stringify(body)), {
-        reliable: true,
-        topic: TOPIC_SPEAK,
-      });
-      appendLimited(this.events, element("li", `sent (${body.id}): ${body.text}`));
-    } catch (error) {
-      showError(this.error, `Not sent: ${describeError(error)}`);
+    const payload = new TextEncoder().encode(JSON.stringify(body));
+    this.unanswered.set(body.id, { payload, attempts: 1 });
+    while (this.unanswered.size > MAX_LOG_ITEMS) {
+      this.unanswered.delete(this.unanswered.keys().next().value as string);
     }
+    appendLimited(this.events, element("li", `sent (${body.id}): ${body.text}`));
+    await this.publish(body.id, payload);
   }
 }
