@@ -47,6 +47,7 @@ from engines.names import primary_language
 from engines.quality import DnsmosUnavailable, QualitySampler, QualityScore, QualityScorer
 from engines.synthesizer import SpeechSynthesizer, SynthesisRequest, create_synthesizer
 from engines.voice_listing import voice_listing
+from engines.word_timings import to_srt, to_vtt, word_timings
 
 logger = logging.getLogger(__name__)
 
@@ -91,20 +92,34 @@ async def ws_synthesize(request: web.Request) -> web.StreamResponse:
         return ws
 
 
+CAPTION_TYPES = {"srt": "application/x-subrip", "vtt": "text/vtt"}
+"""What ``Accept`` asks for a caption file itself instead of the JSON reply."""
+
+
 @routes.post("/synthesize")
 async def synthesize(request: web.Request) -> web.StreamResponse:
     """The design's HTTP synthesis: JSON in, base64 WAV out (or WAV bytes for audio/wav)."""
     services = _services(request)
     body = await _json_body(request)
-    if "enhance_audio" in request.query:
-        body["enhance_audio"] = request.query["enhance_audio"]
+    for key in ("enhance_audio", "timings", "captions"):
+        if key in request.query:
+            body[key] = request.query[key]
     parsed = parse_synthesis(body, default_format=AudioFormat.WAV)
     services.count_request(caller_of(request))
     with services.limiter.slot(_key(request)):  # before a cloning reference is decoded
         parsed = await with_voice_reference(parsed)
         utterance = services.admit(services.synthesizer.synthesize(parsed.synthesis))
-        chunks = [chunk.pcm async for chunk in services.stream(utterance)]
-    audio = AudioChunk.join(chunks, parsed.synthesis.sample_rate)
+        chunks = [chunk async for chunk in services.stream(utterance)]
+    audio = AudioChunk.join([chunk.pcm for chunk in chunks], parsed.synthesis.sample_rate)
+    words = await asyncio.to_thread(word_timings, chunks) if parsed.timings else None
+    del chunks
+    captions: str | None = None
+    if parsed.captions is not None and words is not None:
+        captions = to_srt(words) if parsed.captions == "srt" else to_vtt(words)
+        if CAPTION_TYPES[parsed.captions] in request.headers.get("Accept", ""):
+            return web.Response(
+                text=captions, content_type=CAPTION_TYPES[parsed.captions], charset="utf-8"
+            )
     enhancement: dict[str, Any] | None = None
     if parsed.enhance_audio:
         enhanced, report = await asyncio.to_thread(enhance, audio.pcm, audio.sample_rate)
@@ -131,6 +146,10 @@ async def synthesize(request: web.Request) -> web.StreamResponse:
     }
     if enhancement is not None:
         reply["enhancement"] = enhancement
+    if words is not None:
+        reply["timings"] = [word.to_dict() for word in words]
+    if captions is not None:
+        reply["captions"] = captions
     return web.json_response(reply, headers=headers)
 
 

@@ -357,7 +357,14 @@ class RoomSession:
             if name in taken:
                 name = f"tts-{language}-{voice_id}"
             player = TrackPlayer(
-                self.room, name, language, voice_id, self._events, self._metrics, self._journal
+                self.room,
+                name,
+                language,
+                voice_id,
+                self._events,
+                self._metrics,
+                self._journal,
+                timed_captions=self._settings.timed_captions,
             )
             await player.publish()
             self._players[(language, voice_id)] = player

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,11 +19,13 @@ from livekit import rtc
 
 from agent.captions import CaptionSegment
 from agent.engine_host import HostedUtterance
+from agent.read_ahead import read_ahead
 from agent.room_events import EventSender, EventType
 from agent.speak_request import SpeakRequest
 from api.service_metrics import WorkerMetrics
-from engines.audio import LIVEKIT_SAMPLE_RATE, Pcm16
+from engines.audio import LIVEKIT_SAMPLE_RATE, AudioChunk, Pcm16
 from engines.errors import HiveTTSError
+from engines.word_timings import WordTimeline, WordTiming
 
 logger = logging.getLogger(__name__)
 
@@ -129,10 +131,13 @@ class TrackPlayer:
         events: EventSender,
         metrics: WorkerMetrics,
         progress: Progress = _no_progress,
+        *,
+        timed_captions: bool = False,
     ) -> None:
         self.name = name
         self.language = language
         self.voice_id = voice_id
+        self._timed_captions = timed_captions
         self._room = room
         self._events = events
         self._metrics = metrics
@@ -236,15 +241,27 @@ class TrackPlayer:
 
     async def _play(self, item: QueuedSpeech) -> None:
         request = item.request
-        segment = CaptionSegment(self._room, request.id, self.track_sid)
+        segment = CaptionSegment(
+            self._room, request.id, self.track_sid, timed_json=self._timed_captions
+        )
         captions: asyncio.Task[None] | None = None
+        timeline = WordTimeline()
+        playback: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         started = time.perf_counter()
         first = True
         outcome = "ok"
         spoken = 0
         piece_chars = 0
+
+        def on_chunk(chunk: AudioChunk) -> None:
+            # as soon as a piece's audio is made (not when it plays): its words are placed (in
+            # a thread) and each is captioned as it starts being heard
+            nonlocal captions
+            captions = _chain(captions, _caption(segment, timeline.push(chunk), playback))
+
+        chunks = read_ahead(item.utterance, on_chunk)
         try:
-            async for chunk in item.utterance:
+            async for chunk in chunks:
                 if chunk.text:  # a new piece starts playing: the ones before it were heard
                     spoken += piece_chars
                     piece_chars = len(chunk.text)
@@ -255,6 +272,7 @@ class TrackPlayer:
                     ttfa_ms = (time.perf_counter() - item.received_at) * 1000
                     # the first frame goes out before anything else is awaited
                     await self._writer.write(chunk.pcm[:FRAME_SAMPLES])
+                    playback.set_result(time.perf_counter())
                     item.utterance.record_span(
                         "tts.first_frame_published",
                         item.received_at,
@@ -283,8 +301,8 @@ class TrackPlayer:
                     rest = chunk.pcm
                     if self._source.queued_duration == 0:  # the listener heard a gap
                         self._metrics.underruns.labels(self._room.name).inc()
-                captions = _chain(captions, segment.write(chunk.text))
                 await self._writer.write(rest)
+            captions = _chain(captions, _caption(segment, timeline.finish(), playback))
             await self._writer.finish()
             await self._source.wait_for_playout()
         except asyncio.CancelledError:
@@ -306,9 +324,12 @@ class TrackPlayer:
             self._progress(request.id, None)
             if not first:
                 self._metrics.room_speaking.labels(self._room.name).dec()
+            await chunks.aclose()  # stops reading ahead
             await item.utterance.aclose()
             if captions is not None:
-                with contextlib.suppress(Exception):
+                if outcome != "ok":  # words never heard are never captioned
+                    captions.cancel()
+                with contextlib.suppress(Exception, asyncio.CancelledError):
                     await captions
             await segment.close()
             result = item.utterance.result
@@ -330,6 +351,15 @@ class TrackPlayer:
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
+
+
+async def _caption(
+    segment: CaptionSegment, placing: Awaitable[list[WordTiming]], playback: Awaitable[float]
+) -> None:
+    """Caption the words ``placing`` gives, each as it starts being heard (``playback``: when
+    the utterance's first audio went out)."""
+    for word in await placing:
+        await segment.write_word(word, await playback)
 
 
 def _chain(previous: asyncio.Task[None] | None, step: object) -> asyncio.Task[None]:

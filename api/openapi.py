@@ -50,6 +50,17 @@ _SYNTHESIS_REQUEST: dict[str, Any] = {
             "default": True,
             "description": "speak numbers, dates, money, units and abbreviations as words",
         },
+        "timings": {
+            "type": "boolean",
+            "default": False,
+            "description": "when each word is spoken: 'words' messages on the WebSocket, "
+            "'timings' in the reply of POST /synthesize",
+        },
+        "captions": {
+            "enum": ["srt", "vtt"],
+            "description": "a caption file of the reply, timed to its words ('captions' in the "
+            "reply; the file itself with Accept: application/x-subrip or text/vtt)",
+        },
         "request_id": {"type": ["string", "integer"]},
         "stream": {"type": "boolean", "default": True},
         "voice_clone_reference": {
@@ -95,6 +106,20 @@ _SYNTHESIS_REPLY: dict[str, Any] = {
             "type": "object",
             "description": "what enhance_audio measured and changed",
         },
+        "timings": {
+            "type": "array",
+            "description": "each word and when it is heard (s from the start), with timings",
+            "items": {
+                "type": "object",
+                "required": ["word", "start", "end"],
+                "properties": {
+                    "word": {"type": "string"},
+                    "start": {"type": "number"},
+                    "end": {"type": "number"},
+                },
+            },
+        },
+        "captions": {"type": "string", "description": "the SRT or WebVTT file, with captions"},
     },
 }
 _ENGINE_STATUS: dict[str, Any] = {
@@ -262,7 +287,9 @@ OPENAPI_SPEC: dict[str, Any] = {
             "post": {
                 "summary": "Synthesize a whole text",
                 "parameters": [
-                    {"name": "enhance_audio", "in": "query", "schema": {"type": "boolean"}}
+                    {"name": "enhance_audio", "in": "query", "schema": {"type": "boolean"}},
+                    {"name": "timings", "in": "query", "schema": {"type": "boolean"}},
+                    {"name": "captions", "in": "query", "schema": {"enum": ["srt", "vtt"]}},
                 ],
                 "requestBody": {
                     "required": True,
@@ -271,10 +298,13 @@ OPENAPI_SPEC: dict[str, Any] = {
                 "responses": {
                     "200": {
                         "description": "base64 audio and a summary; with Accept: audio/wav the "
-                        "audio bytes",
+                        "audio bytes; with captions and Accept: text/vtt (or "
+                        "application/x-subrip) the caption file",
                         "content": {
                             **_json({"$ref": "#/components/schemas/SynthesisReply"}),
                             **_audio(),
+                            "text/vtt": {"schema": {"type": "string"}},
+                            "application/x-subrip": {"schema": {"type": "string"}},
                         },
                     },
                     **_errors(400, 401, 404, 413, 422, 429, 503),

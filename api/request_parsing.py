@@ -36,8 +36,11 @@ _REQUEST_KEYS = {
     "enhance_audio",
     "voice_clone_reference",
     "normalize",
+    "timings",
+    "captions",
     "type",
 }
+CAPTION_FORMATS = ("srt", "vtt")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,10 @@ class ParsedRequest:
     enhance_audio: bool
     voice_clone_reference: str | None = None
     """Base64 recording to clone, decoded by ``with_voice_reference`` (off the event loop)."""
+    timings: bool = False
+    """Word timings wanted: ``words`` messages on the WebSocket, ``timings`` in a reply."""
+    captions: str | None = None
+    """A caption file of the reply wanted: ``srt`` or ``vtt`` (implies ``timings``)."""
 
 
 def parse_json_object(raw: str | bytes) -> dict[str, Any]:
@@ -136,6 +143,11 @@ def parse_synthesis(
     request_id = body.get("request_id")
     if request_id is not None and not isinstance(request_id, str | int):
         raise InvalidOptionError("'request_id' must be a string or an integer")
+    captions = optional_str(body, "captions")
+    if captions is not None and captions not in CAPTION_FORMATS:
+        raise InvalidOptionError(
+            f"'captions' must be one of {', '.join(CAPTION_FORMATS)}, got {captions!r}"
+        )
     return ParsedRequest(
         synthesis=SynthesisRequest(
             text=text,
@@ -153,6 +165,8 @@ def parse_synthesis(
         stream=flag_option(body, "stream", True),
         enhance_audio=flag_option(body, "enhance_audio", False),
         voice_clone_reference=reference,
+        timings=flag_option(body, "timings", False) or captions is not None,
+        captions=captions,
     )
 
 

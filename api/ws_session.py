@@ -14,6 +14,9 @@ Server -> client: ``{"type": "audio", "audio_chunk": base64, "sequence", "sample
 "format", "request_id"}`` ... then exactly one ``{"type": "final", "is_final": true, ...}``
 with the engine and voice that spoke, ``ttfa_ms``, ``audio_duration_s`` and ``characters``.
 An error that ends a request is ``{"type": "error", "code", "message", "is_final": true}``.
+With ``"timings": true`` in the request, each piece's audio is followed by
+``{"type": "words", "request_id", "words": [{"word", "start", "end"}]}`` (seconds from the start
+of the reply's audio; ``engines.word_timings``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from engines.encoders import AudioFormat, create_encoder
 from engines.errors import HiveTTSError, InvalidOptionError
 from engines.synthesizer import TextStream, Utterance
+from engines.word_timings import WordTimeline, WordTiming
 
 from .errors import QueueFullError, retry_after, ws_error
 from .playback import PlaybackTracker
@@ -292,18 +296,37 @@ class WebSocketSession:
                 first_sent_ms = (time.perf_counter() - job.received_at) * 1000
             sequence += 1
 
+        timeline = WordTimeline() if request.timings else None
+        held_words: list[WordTiming] = []
+
+        async def send_words(words: list[WordTiming]) -> None:
+            if words:
+                await self._send(
+                    {
+                        "type": "words",
+                        "request_id": job.request_id,
+                        "words": [word.to_dict() for word in words],
+                    }
+                )
+
         try:
             async for chunk in self._services.stream(job.utterance, tracker):
                 payload = await encode_chunk(encoder, request.audio_format, chunk.pcm)
-                if request.stream:
+                words = [] if timeline is None else await timeline.push(chunk)
+                if request.stream:  # a piece's words right after its audio
                     await send_audio(payload)
+                    await send_words(words)
                 else:
                     held.append(payload)
+                    held_words.extend(words)
             tail = await finish_encoding(encoder, request.audio_format)
+            last_words = [] if timeline is None else await timeline.finish()
             if request.stream:
                 await send_audio(tail)
-            else:
+                await send_words(last_words)
+            else:  # one reply: its audio, then all its words
                 await send_audio(b"".join([*held, tail]))
+                await send_words([*held_words, *last_words])
         except asyncio.CancelledError:
             await job.utterance.aclose()
             await self._send_final(job, sequence, first_sent_ms, cancelled=True, tracker=tracker)

@@ -87,6 +87,12 @@ class AudioChunk:
     sample_rate: int
     text: str = ""
     """What this audio says (one text piece; empty where unknown), for captions."""
+    ends_piece: bool = False
+    """The last audio of the piece whose ``text`` an earlier (or this) chunk carried: the
+    piece's words can be placed now (``engines.word_timings``)."""
+    word_weights: tuple[float, ...] | None = None
+    """On a piece's last chunk: how long each of its words took by the engine's own measure
+    (a duration predictor's frames), where the engine knows."""
 
     @property
     def duration_s(self) -> float:

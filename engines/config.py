@@ -157,6 +157,10 @@ class AgentSettings(_Section):
     """Also join every new room (LiveKit's automatic dispatch) instead of explicit only."""
     max_queue_per_room: int = Field(default=16, ge=1)
     max_tracks_per_room: int = Field(default=8, ge=1)
+    timed_captions: bool = False
+    """Captions on ``lk.transcription`` as livekit-agents' JSON transcript lines (a
+    ``TimedString`` per word: ``{"text", "start_time", "end_time"}``) instead of plain text.
+    Either way each word is written as it starts being heard."""
     """Audio tracks (one per language and voice) the agent publishes in a room. A new one
     retires the oldest idle track; with every track speaking it is refused (``too_many_tracks``)."""
     max_packet_bytes: int = Field(default=65_536, ge=256)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from . import openjtalk
 from .audio import FloatAudio
 from .backend import EngineBackend, EngineNotInstalled, EngineProfile
 from .config import EngineThreads
@@ -141,7 +142,6 @@ class KokoroBackend(EngineBackend):
         self._pack_dir = pack_dir
         self._threads = threads
         self._executor = DeadlineExecutor(threads.workers, thread_name_prefix="kokoro")
-        self._g2p_lock = threading.Lock()  # OpenJTalk's frontend is not thread-safe
         self._kokoro: Any = None
         self._g2p: Any = None
         self._styles: dict[str, np.ndarray[Any, np.dtype[np.float32]]] = {}
@@ -190,7 +190,7 @@ class KokoroBackend(EngineBackend):
 
     def phonemize(self, text: str, language: str = JAPANESE) -> str:
         if language == JAPANESE:
-            with self._g2p_lock:
+            with openjtalk.LOCK:  # OpenJTalk's front end is not thread-safe
                 phonemes: str = self._g2p(text)
             return phonemes
         # kokoro-onnx's tokenizer: phonemizer's espeak backend under its own lock, IPA with

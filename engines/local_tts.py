@@ -98,6 +98,9 @@ class LocalTTS(tts.TTS[Any], ABC):
         self._engine = engine
         self._executor = executor
         self._language = language
+        self.word_weights: list[float] | None = None
+        """How long each word of the text last rendered took, in the engine's own units (a
+        duration predictor's frames), where the engine knows (``engines.word_timings``)."""
 
     @property
     def provider(self) -> str:
@@ -115,7 +118,13 @@ class LocalTTS(tts.TTS[Any], ABC):
     def _render(self, text: str, stop: threading.Event) -> Iterator[FloatAudio]:
         """Blocking: synthesize one sentence (or less), yielding float audio as it is made."""
 
+    def _word_weights_start(self) -> list[float] | None:
+        """An empty list where this engine reports how long each word takes (``_render``
+        extends it, sentence by sentence), else None."""
+        return None
+
     def _render_text(self, text: str, stop: threading.Event) -> Iterator[FloatAudio]:
+        self.word_weights = self._word_weights_start()
         for sentence in split_sentences(text, self._language):
             if stop.is_set():
                 return

@@ -24,7 +24,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-SPLIT_VERSION = 1
+SPLIT_VERSION = 2
 """Bumped when the way parts are cut changes: older caches are rebuilt."""
 
 
@@ -45,6 +45,9 @@ class SplitParts:
 
     front: StagePart
     stages: tuple[StagePart, ...]
+    durations: str | None = None
+    """The front's output of each input symbol's length in latent frames (the duration
+    predictor's rounded-up output), when the graph has one: word timings come from it."""
 
     @property
     def audio_output(self) -> str:
@@ -151,6 +154,7 @@ class _Plan:
     """Per part (the front first): the tensors it reads."""
     outputs: list[tuple[str, ...]]
     """Per part: the tensors later parts read that it makes (and, last, the model's outputs)."""
+    durations: str | None
 
 
 def _plan(model: Path, prefixes: Sequence[str]) -> _Plan:
@@ -186,7 +190,14 @@ def _plan(model: Path, prefixes: Sequence[str]) -> _Plan:
     if maker.get(audio) != len(stages):
         raise SplitError(f"the model's output {audio} is not made by the last stage")
     outputs[-1].append(audio)
-    return _Plan([graph_inputs, *(cut for _, cut in stages)], [tuple(o) for o in outputs])
+    # the duration predictor's output, rounded up to whole frames (VITS: ``w_ceil``)
+    ceilings = [n.output[0] for n in graph.node if n.op_type == "Ceil" and maker[n.output[0]] == 0]
+    durations = ceilings[0] if len(ceilings) == 1 else None
+    if durations is not None and durations not in outputs[0]:
+        outputs[0].append(durations)
+    return _Plan(
+        [graph_inputs, *(cut for _, cut in stages)], [tuple(o) for o in outputs], durations
+    )
 
 
 def _manifest_ok(manifest: Path, source_sha: str, prefixes: Sequence[str]) -> SplitParts | None:
@@ -207,7 +218,7 @@ def _manifest_ok(manifest: Path, source_sha: str, prefixes: Sequence[str]) -> Sp
             logger.warning("split model part %s is missing or damaged: rebuilding", path)
             return None
         parts.append(StagePart(path, tuple(entry["inputs"]), tuple(entry["outputs"])))
-    return SplitParts(parts[0], tuple(parts[1:]))
+    return SplitParts(parts[0], tuple(parts[1:]), data.get("durations"))
 
 
 def split_model(model: Path, cache_dir: Path, prefixes: Sequence[str]) -> SplitParts:
@@ -268,9 +279,10 @@ def _build(
                 "source_sha256": source_sha,
                 "prefixes": list(prefixes),
                 "parts": entries,
+                "durations": plan.durations,
             },
             indent=2,
         )
     )
     written.replace(manifest)
-    return SplitParts(parts[0], tuple(parts[1:]))
+    return SplitParts(parts[0], tuple(parts[1:]), plan.durations)

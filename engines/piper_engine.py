@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -334,6 +334,10 @@ class PiperTTS(LocalTTS):
             base_scale = self._loaded.voice.config.length_scale
             self._opts = replace(self._opts, length_scale=base_scale / speed)
 
+    def _word_weights_start(self) -> list[float] | None:
+        windowed = self._loaded.windowed
+        return [] if windowed is not None and windowed.parts.durations is not None else None
+
     def _render(self, text: str, stop: threading.Event) -> Iterator[FloatAudio]:
         opts = self._opts  # a later update_options() never changes this utterance
         voice, windowed = self._sessions()
@@ -349,10 +353,41 @@ class PiperTTS(LocalTTS):
                 yield _whole(voice, ids, opts)
                 continue
             latent = windowed.front(piper_feeds(voice, ids, opts))
+            if self.word_weights is not None and latent.durations is not None:
+                self.word_weights += word_frames(phonemes, latent.durations, voice)
             for audio in windowed.windows(latent, self._plan):  # each is out as soon as it exists
                 yield np.clip(audio, -1.0, 1.0)
                 if stop.is_set():
                     return
+
+
+WORD_BREAK = " "
+PAUSE_PHONEMES = frozenset(',.;:!?¡¿—…"«»()')
+
+
+def word_frames(phonemes: Sequence[str], durations: np.ndarray, voice: Any) -> list[float]:
+    """Latent frames of each word of one sentence, from the duration predictor's output
+    (``durations``, one value per phoneme id as ``phonemes_to_ids`` lays them out: BOS and a pad,
+    then each phoneme's ids and a pad, then EOS). Punctuation is a pause, no word's."""
+    id_map = voice.config.phoneme_id_map
+    index = 2  # BOS, PAD
+    words: list[float] = []
+    current = 0.0
+    for phoneme in phonemes:
+        if phoneme not in id_map:  # phonemes_to_ids skips it too
+            continue
+        span = len(id_map[phoneme]) + 1
+        frames = float(durations[index : index + span].sum())
+        index += span
+        if phoneme == WORD_BREAK:
+            if current > 0:
+                words.append(current)
+            current = 0.0
+        elif phoneme not in PAUSE_PHONEMES:
+            current += frames
+    if current > 0:
+        words.append(current)
+    return words
 
 
 def _whole(voice: Any, ids: list[int], opts: _Options) -> FloatAudio:

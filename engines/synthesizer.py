@@ -52,6 +52,7 @@ from .errors import (
     TextTooLongError,
     UnknownEngineError,
 )
+from .local_tts import LocalTTS
 from .names import EngineName, QualityTier, SelectionStrategy, primary_language
 from .normalization import NormalizedText, SpeechNormalizer, normalizer_for
 from .registry import EngineRegistry
@@ -557,7 +558,7 @@ class Utterance:
             piece_span.end()
             if pcm.size == 0:
                 continue
-            chunk = AudioChunk(pcm, prepared.sample_rate, piece.text)
+            chunk = AudioChunk(pcm, prepared.sample_rate, piece.text, True, _word_weights_of(voice))
             await self._emit(chunk, candidate, piece_started)
             self.result.pieces += 1
             after = piece.boundary
@@ -617,13 +618,15 @@ class Utterance:
         streamer = PieceStreamer(voice.sample_rate, rate, self._synthesizer.join_policy)
         caption = piece.text
 
-        async def send(audio: FloatAudio) -> None:
+        async def send(audio: FloatAudio, last: bool = False) -> None:
             nonlocal caption
             if audio.size == 0:
                 return
             if candidate.engine.value not in self.result.engines:
                 self.result.engines.append(candidate.engine.value)
-            await self._emit(AudioChunk(float_to_pcm16(audio), rate, caption), candidate, started)
+            weights = _word_weights_of(voice) if last else None
+            chunk = AudioChunk(float_to_pcm16(audio), rate, caption, last, weights)
+            await self._emit(chunk, candidate, started)
             if caption:
                 self.result.pieces += 1
             caption, self._streamed_audio = "", True
@@ -635,9 +638,15 @@ class Utterance:
                     await send(streamer.push(block))
         except (APIError, EngineError):
             if self._streamed_audio:
-                await send(streamer.finish())  # what was heard ends with a fade, not a click
+                await send(streamer.finish(), last=True)  # it ends with a fade, not a click
             raise
-        await send(streamer.finish())
+        await send(streamer.finish(), last=True)
+
+
+def _word_weights_of(voice: tts.TTS[Any]) -> tuple[float, ...] | None:
+    """What the engine measured of the words of the piece it last rendered, if anything."""
+    weights = voice.word_weights if isinstance(voice, LocalTTS) else None
+    return tuple(weights) if weights else None
 
 
 def _finish_piece(

@@ -73,8 +73,14 @@ class _Tensor:
 class Latent:
     """One piece's front output: what the stages read, and how many frames it has."""
 
-    def __init__(self, values: Mapping[str, np.ndarray], time_input: str) -> None:
+    def __init__(
+        self, values: Mapping[str, np.ndarray], time_input: str, durations: str | None = None
+    ) -> None:
         self.frames = int(values[time_input].shape[-1])
+        self.durations: np.ndarray | None = (
+            None if durations is None else np.asarray(values[durations]).reshape(-1)
+        )
+        """Latent frames per input symbol, when the model's front gives them."""
         self.tensors = {
             name: _Tensor(value, 0 if _has_time_axis(value, self.frames) else None)
             for name, value in values.items()
@@ -101,7 +107,11 @@ class WindowedModel:
     def front(self, feeds: Mapping[str, np.ndarray]) -> Latent:
         outputs = self.parts.front.outputs
         values = self._front.run(list(outputs), dict(feeds))
-        return Latent(dict(zip(outputs, values, strict=True)), self.parts.stages[0].inputs[0])
+        return Latent(
+            dict(zip(outputs, values, strict=True)),
+            self.parts.stages[0].inputs[0],
+            self.parts.durations,
+        )
 
     def audio(self, latent: Latent, start: int, end: int) -> np.ndarray:
         """The waveform of latent frames ``[start, end)``."""

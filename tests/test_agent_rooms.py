@@ -166,13 +166,18 @@ async def test_interrupt_stops_speech_and_clears_the_queue(room: RoomPair) -> No
 
 
 async def test_captions_carry_the_text_and_livekit_attributes(room: RoomPair) -> None:
-    await speak_and_wait(room, {"id": "cap-1", "text": ENGLISH, "language": "en"})
+    _, finished = await speak_and_wait(room, {"id": "cap-1", "text": ENGLISH, "language": "en"})
     await room.listener.wait_for(
         lambda: any(c.attributes.get("lk.segment_id") == "cap-1" for c in room.listener.captions),
         what="the caption stream",
     )
     caption = next(c for c in room.listener.captions if c.attributes["lk.segment_id"] == "cap-1")
     assert caption.text.split() == ENGLISH.split()
+    # timed to words: each word is written as it starts being heard, not a piece at once
+    assert [text.strip() for _, text in caption.arrivals] == ENGLISH.split()
+    spread = caption.arrivals[-1][0] - caption.arrivals[0][0]
+    heard = float(str(finished["audio_duration_s"]))
+    assert spread >= 0.6 * heard, (spread, heard)
     assert caption.attributes["lk.transcribed_track_id"] == room.listener.tracks["tts-en"].sid
     assert caption.attributes["lk.transcription_final"] == "false"
     assert caption.final_attributes["lk.transcription_final"] == "true"

@@ -94,3 +94,16 @@ async def test_websocket_examples_run(live_port: int, tmp_path: Path) -> None:
     printed = await run_example("python", incremental, live_port, tmp_path)
     chunks = int(printed.split()[0])
     assert chunks >= 2, printed
+
+
+async def test_the_caption_file_example_runs(live_port: int, tmp_path: Path) -> None:
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("### When each word is spoken") : text.index("## Engine selection")]
+    (code,) = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    (shown,) = re.findall(r"```text\n(.*?)```", section, flags=re.S)
+    printed = await run_example("bash", code, live_port, tmp_path)
+    cue = r"\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}"
+    assert printed.startswith("WEBVTT\n\n") and re.search(cue, printed), printed
+    # the same words as the README shows (their times differ a little from run to run)
+    words = re.compile(r"<[^>]*>|" + cue + r"|WEBVTT")
+    assert words.sub(" ", printed).split() == words.sub(" ", shown).split()

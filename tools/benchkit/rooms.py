@@ -286,6 +286,8 @@ class Caption:
     text: str
     attributes: dict[str, str]
     final_attributes: dict[str, str]
+    arrivals: list[tuple[float, str]] = field(default_factory=list)
+    """Each write as it came (``perf_counter``, text): the agent writes a word as it is heard."""
 
 
 class Participant:
@@ -362,14 +364,16 @@ class Participant:
         async def read() -> None:
             attributes = dict(reader.info.attributes or {})
             chunks: list[str] = []
+            arrivals: list[tuple[float, str]] = []
             try:
                 async for chunk in reader:
                     chunks.append(chunk)
+                    arrivals.append((time.perf_counter(), chunk))
             except rtc.StreamError:  # the agent went away mid-caption (a killed worker)
                 attributes["interrupted"] = "true"
             text = "".join(chunks)
             final = dict(reader.info.attributes or {})
-            self.captions.append(Caption(text, attributes, final))
+            self.captions.append(Caption(text, attributes, final, arrivals))
             self._notify()
 
         self._spawn(read())

@@ -83,6 +83,26 @@ class Transcriber:
         )
         return " ".join(segment.text.strip() for segment in segments).strip()
 
+    def words(
+        self, pcm: Pcm16, sample_rate: int, language: str = "en", *, base: bool = False
+    ) -> list[tuple[str, float, float]]:
+        """What whisper hears, word by word with its own timestamps: (word, start s, end s)."""
+        audio = np.clip(resample(pcm16_to_float(pcm), sample_rate, WHISPER_SAMPLE_RATE), -1, 1)
+        model = self._model("multilingual" if base else language)
+        segments, _ = model.transcribe(
+            audio,
+            language=language,
+            beam_size=1,
+            vad_filter=False,
+            temperature=0.0,
+            word_timestamps=True,
+        )
+        return [
+            (word.word.strip(), float(word.start), float(word.end))
+            for segment in segments
+            for word in segment.words or []
+        ]
+
 
 def _normalize_words(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).lower()
