@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from engines.audio import LIVEKIT_SAMPLE_RATE
-from engines.encoders import AudioFormat
 from engines.errors import InvalidOptionError, RequestError
 from engines.synthesizer import SynthesisRequest
 from engines.voice_reference import decode_voice_reference
+
+from .encoders import AudioFormat
 
 
 class BadJsonError(RequestError):

@@ -12,17 +12,18 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+from aiohttp import web
 
 from engines.audio import AudioChunk, Pcm16
 from engines.config import ApiSettings
-from engines.encoders import AudioFormat, StreamEncoder
 from engines.errors import HiveTTSError
-from engines.quality import QualitySampler, QualityScore
 from engines.synthesizer import SpeechSynthesizer, Utterance
 
+from .encoders import AudioFormat, StreamEncoder
 from .errors import EngineBusyError, ServerDrainingError
 from .memory_guard import MemoryGuard
 from .playback import PlaybackTracker
+from .quality import QualitySampler, QualityScore
 from .rate_limit import RateLimiter
 from .service_metrics import ServiceMetrics
 from .session_limits import SessionLimiter
@@ -146,3 +147,7 @@ class ApiServices:
                 self.sampler.offer(
                     utterance.result.engine, np.concatenate(keep), utterance.prepared.sample_rate
                 )
+
+
+SERVICES = web.AppKey("services", ApiServices)
+"""The app's shared services (engines, limits, metrics), set when the app starts."""

@@ -32,11 +32,11 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from engines.encoders import AudioFormat, create_encoder
 from engines.errors import HiveTTSError, InvalidOptionError
 from engines.synthesizer import TextStream, Utterance
 from engines.word_timings import WordTimeline, WordTiming
 
+from .encoders import AudioFormat, create_encoder
 from .errors import QueueFullError, retry_after, ws_error
 from .playback import PlaybackTracker
 from .redaction import scrubbed_dict

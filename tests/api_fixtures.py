@@ -24,8 +24,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.rooms import LiveKitSettings
-from api.services import ApiServices
-from control_api import SERVICES, create_app
+from api.services import SERVICES, ApiServices
+from control_api import create_app
 from engines.audio import Pcm16
 from engines.config import ServiceConfig
 from engines.synthesizer import SpeechSynthesizer

@@ -13,9 +13,9 @@ import pytest
 from aiohttp import WSServerHandshakeError
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.enhancement import integrated_loudness, true_peak
 from engines.audio import pcm16_to_float
 from engines.config import ApiSettings, ServiceConfig
-from engines.enhancement import integrated_loudness, true_peak
 from engines.names import EngineName
 from engines.synthesizer import SpeechSynthesizer
 from engines.voices import VoiceCatalog

@@ -11,16 +11,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from engines.audio import (
-    INT16_FULL_SCALE,
-    Pcm16,
-    float_to_pcm16,
-    largest_step,
-    pcm16_to_float,
-    read_wav,
-    resample,
-)
-from engines.encoders import (
+from api.encoders import (
     AAC_SAMPLE_RATES_HZ,
     CONTENT_TYPES,
     MP3_SAMPLE_RATES_HZ,
@@ -33,6 +24,15 @@ from engines.encoders import (
     create_encoder,
     encode_whole,
     parse_format,
+)
+from engines.audio import (
+    INT16_FULL_SCALE,
+    Pcm16,
+    float_to_pcm16,
+    largest_step,
+    pcm16_to_float,
+    read_wav,
+    resample,
 )
 from engines.errors import InvalidOptionError
 from tests.audio_checks import espeak_speech

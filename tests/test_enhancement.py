@@ -10,14 +10,14 @@ import pyloudnorm
 import pytest
 from scipy.ndimage import maximum_filter1d, median_filter
 
-from engines.audio import INT16_FULL_SCALE, Pcm16, float_to_pcm16, pcm16_to_float, resample
-from engines.enhancement import (
+from api.enhancement import (
     DEFAULT_TARGET_LUFS,
     PEAK_CEILING_DBFS,
     EnhancementNote,
     enhance,
     true_peak,
 )
+from engines.audio import INT16_FULL_SCALE, Pcm16, float_to_pcm16, pcm16_to_float, resample
 from engines.errors import InvalidOptionError
 from tests.audio_checks import espeak_speech
 
@@ -82,7 +82,7 @@ def speech() -> tuple[Pcm16, int]:
 def outside_loud_fricatives(pcm: Pcm16, rate: int) -> npt.NDArray[np.bool_]:
     """Where a click stands out: within 2 ms the speech's own sample-to-sample curvature stays
     well below a click's, and over 20 ms its typical curvature is small. Clicks buried in loud
-    fricatives are kept on purpose (see :func:`engines.enhancement.repair_clicks`), so tests on
+    fricatives are kept on purpose (see :func:`api.enhancement.repair_clicks`), so tests on
     speech put theirs elsewhere."""
     samples = pcm.astype(np.float64)
     curvature = np.zeros_like(samples)

@@ -16,17 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines.audio import Pcm16, float_to_pcm16, pcm16_to_float, resample
-from engines.config import WindowedSettings
-from engines.espeak_engine import EspeakBackend
-from engines.piper_engine import PiperBackend
-from engines.quality import (
+from api.quality import (
     MIN_CLIP_S,
     ClipTooShortError,
     QualitySampler,
     QualityScore,
     QualityScorer,
 )
+from engines.audio import Pcm16, float_to_pcm16, pcm16_to_float, resample
+from engines.config import WindowedSettings
+from engines.espeak_engine import EspeakBackend
+from engines.piper_engine import PiperBackend
 from engines.voices import EspeakBinding, PiperBinding
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -333,7 +333,7 @@ def test_sampler_never_raises_into_caller_when_scorer_fails(
     collector = ScoreCollector(expected=1)
     sampler = QualitySampler(fake, every_nth=1, on_score=collector, max_pending=2)
     clip = piper_clips[0]
-    with caplog.at_level(logging.ERROR, logger="engines.quality"):
+    with caplog.at_level(logging.ERROR, logger="api.quality"):
         try:
             assert sampler.offer("fails", clip.pcm, clip.sample_rate)
             assert sampler.offer("succeeds", clip.pcm, clip.sample_rate)
@@ -362,7 +362,7 @@ def test_sampler_survives_a_failing_callback(
         FixedFakeScorer(), every_nth=1, on_score=failing_callback, max_pending=2
     )
     clip = piper_clips[0]
-    with caplog.at_level(logging.ERROR, logger="engines.quality"):
+    with caplog.at_level(logging.ERROR, logger="api.quality"):
         try:
             assert sampler.offer("a", clip.pcm, clip.sample_rate)
             assert sampler.offer("b", clip.pcm, clip.sample_rate)

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from api.quality import QualityScorer
 from engines import kokoro_engine
 from engines.audio import float_to_pcm16
 from engines.config import EngineThreads, WindowedSettings, load_config
@@ -35,7 +36,6 @@ from engines.espeak_engine import EspeakBackend
 from engines.kokoro_engine import KokoroBackend
 from engines.names import EngineName
 from engines.piper_engine import PiperBackend
-from engines.quality import QualityScorer
 from engines.voices import Binding, EspeakBinding, KokoroBinding, VoiceCatalog
 from tools.benchkit.transcriber import Transcriber, character_error_rate, word_error_rate
 

@@ -46,13 +46,13 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from api.quality import QualityScorer
 from engines import segmenter
 from engines.audio import float_to_pcm16
 from engines.config import ServiceConfig, load_config
 from engines.names import EngineName
 from engines.onnx_split import split_model
 from engines.piper_engine import onnx_session
-from engines.quality import QualityScorer
 from engines.synthesizer import SpeechSynthesizer, SynthesisRequest, create_synthesizer
 from engines.voices import PiperBinding
 from tools.benchkit.processes import (

@@ -21,7 +21,7 @@ Run from the repository root::
   thinks for a random ``--think-time`` before the next. Refusals (429 at the handshake, or an
   error message with ``retry_after_s``) are counted apart from errors, with their
   ``Retry-After``, and the session tries again when told to.
-- ``--quality``: DNSMOS (the service's own ``engines.quality.QualityScorer``) and a whisper round
+- ``--quality``: DNSMOS (the service's own ``api.quality.QualityScorer``) and a whisper round
   trip (word error rate; character error rate for Japanese) per engine and language, for the
   whole text sent in one request against the same text streamed in word by word
   (``{"type": "text"}`` messages, then ``flush``), as a translator or an LLM sends it.
@@ -785,7 +785,7 @@ class Judge:
     """DNSMOS and whisper, loaded once (off the event loop), used from threads."""
 
     def __init__(self) -> None:
-        from engines.quality import QualityScorer
+        from api.quality import QualityScorer
         from tools.benchkit.transcriber import Transcriber
 
         self.scorer = QualityScorer()

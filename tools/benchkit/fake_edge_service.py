@@ -16,7 +16,7 @@ What the real service does, and this fake repeats (from edge-tts's ``communicate
   empty binary audio frame without a content type, and text ``Path:turn.end``.
 
 The audio is real speech: espeak-ng says the SSML's text (at the SSML's rate), resampled to
-24 kHz and encoded to MP3 with the service's own encoder module (``engines.encoders``), cut
+24 kHz and encoded to MP3 with the service's own encoder module (``api.encoders``), cut
 into several frames at arbitrary byte offsets, sent ``frame_interval_s`` apart.
 
 Each request picks a :class:`FakeMode` through the ``FakeMode`` query parameter of the URL that
@@ -38,8 +38,8 @@ from xml.sax.saxutils import unescape
 import numpy as np
 from aiohttp import WSMsgType, web
 
+from api.encoders import AudioFormat, create_encoder
 from engines.audio import float_to_pcm16, resample, wav_bytes
-from engines.encoders import AudioFormat, create_encoder
 from engines.espeak_engine import EspeakBackend
 from engines.voices import EspeakBinding
 

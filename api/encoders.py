@@ -37,8 +37,8 @@ import soxr
 from av.audio.stream import AudioStream
 from av.container import OutputContainer
 
-from .audio import Pcm16, pcm16_to_float, wav_bytes
-from .errors import HiveTTSError, InvalidOptionError
+from engines.audio import Pcm16, pcm16_to_float, wav_bytes
+from engines.errors import HiveTTSError, InvalidOptionError
 
 
 class AudioFormat(StrEnum):

@@ -35,8 +35,8 @@ import numpy.typing as npt
 import pyloudnorm
 from scipy import interpolate, signal
 
-from .audio import INT16_FULL_SCALE, Pcm16, float_to_pcm16, pcm16_to_float, resample
-from .errors import InvalidOptionError
+from engines.audio import INT16_FULL_SCALE, Pcm16, float_to_pcm16, pcm16_to_float, resample
+from engines.errors import InvalidOptionError
 
 Float64Audio = npt.NDArray[np.float64]
 

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from .audio import FloatAudio, Pcm16, pcm16_to_float, resample
+from engines.audio import FloatAudio, Pcm16, pcm16_to_float, resample
 
 logger = logging.getLogger(__name__)
 
