@@ -24,7 +24,7 @@ from api.auth import ANONYMOUS, KEY_OF_REQUEST, is_admin, make_auth_middleware
 from api.errors import ERROR_COUNTER, error_middleware, json_error
 from api.memory_guard import MemoryGuard
 from api.openai_voices import OPENAI_MODELS, OPENAI_VOICES, looks_japanese
-from api.openapi import OPENAPI_SPEC
+from api.openapi import openapi_spec
 from api.rate_limit import RATE_LIMITER, RateLimiter, caller_of
 from api.redaction import name_models_dir, public_dumps, redact_access_log, scrubbed_dict
 from api.request_parsing import (
@@ -333,7 +333,7 @@ def _malloc_trim() -> bool:
 
 @routes.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(OPENAPI_SPEC)
+    return web.json_response(openapi_spec())
 
 
 def create_app(
