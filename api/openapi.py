@@ -7,7 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-ENGINE_NAMES = ["piper", "kokoro", "espeak-ng", "speecht5", "xtts", "edge-tts"]
+from engines.engine_registry import engine_names
+
+_ENGINE_NAME_REF = {"$ref": "#/components/schemas/EngineName"}
+"""An engine's name: the registered engines' (``engines.engine_registry``), filled in when the
+document is made (``openapi_spec``)."""
 OPENAI_FORMATS = ["mp3", "opus", "wav", "pcm", "flac", "aac"]
 AUDIO_MEDIA_TYPES = ["audio/mpeg", "audio/ogg", "audio/wav", "audio/flac", "audio/aac", "audio/pcm"]
 """What synthesis answers with per ``format``; ``audio/pcm`` carries ``rate`` and ``channels``
@@ -38,7 +42,7 @@ _SYNTHESIS_REQUEST: dict[str, Any] = {
         "text": {"type": "string", "description": "Text to speak (at most limits.max_text_chars)"},
         "voice_id": {"type": "string", "example": "en-us-male-premium"},
         "language": {"type": "string", "pattern": LANGUAGE_CODE_PATTERN, "example": "en"},
-        "engine": {"enum": ENGINE_NAMES},
+        "engine": _ENGINE_NAME_REF,
         "quality": {"enum": ["fast", "standard", "premium"]},
         "strategy": {"enum": ["auto", "manual", "quality_first", "speed_first"]},
         "speed": {"type": "number", "minimum": 0.5, "maximum": 2.0, "default": 1.0},
@@ -126,7 +130,7 @@ _ENGINE_STATUS: dict[str, Any] = {
     "type": "object",
     "required": ["engine", "state", "detail", "available", "languages"],
     "properties": {
-        "engine": {"enum": ENGINE_NAMES},
+        "engine": _ENGINE_NAME_REF,
         "state": {"type": "string", "example": "ready"},
         "detail": {"type": "string"},
         "available": {"type": "boolean"},
@@ -160,7 +164,7 @@ _VOICE: dict[str, Any] = {
                 "type": "object",
                 "required": ["engine", "available"],
                 "properties": {
-                    "engine": {"enum": ENGINE_NAMES},
+                    "engine": _ENGINE_NAME_REF,
                     "available": {"type": "boolean"},
                     "reason": _NULLABLE_STRING,
                     "binding": {"type": ["object", "null"]},
@@ -244,7 +248,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
     }
 
 
-OPENAPI_SPEC: dict[str, Any] = {
+_DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
         "title": "HIVE TTS control API",
@@ -670,3 +674,10 @@ OPENAPI_SPEC: dict[str, Any] = {
         },
     },
 }
+
+
+def openapi_spec() -> dict[str, Any]:
+    """The document as served: ``EngineName`` lists the engines registered now."""
+    components = _DOCUMENT["components"]
+    schemas = {**components["schemas"], "EngineName": {"type": "string", "enum": engine_names()}}
+    return {**_DOCUMENT, "components": {**components, "schemas": schemas}}

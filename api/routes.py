@@ -30,7 +30,7 @@ from .encoders import AudioFormat, content_type, create_encoder, encode_whole
 from .enhancement import enhance
 from .errors import json_error
 from .openai_voices import OPENAI_MODELS, OPENAI_VOICES, looks_japanese
-from .openapi import OPENAPI_SPEC
+from .openapi import openapi_spec
 from .rate_limit import caller_of
 from .redaction import public_dumps, scrubbed_dict
 from .request_parsing import (
@@ -326,4 +326,4 @@ def _malloc_trim() -> bool:
 
 @routes.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(OPENAPI_SPEC)
+    return web.json_response(openapi_spec())

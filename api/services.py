@@ -102,7 +102,7 @@ class ApiServices:
         wait = plan[0].backend.expected_wait_s
         if wait > limit:
             raise EngineBusyError(
-                f"engine {plan[0].engine.value!r} is saturated: a new reply would wait about "
+                f"engine {str(plan[0].engine)!r} is saturated: a new reply would wait about "
                 f"{wait:.1f} s for it (limit {limit:g} s); retry later",
                 max(1, math.ceil(wait - limit)),
             )

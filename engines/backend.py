@@ -13,7 +13,7 @@ from livekit.agents import tts
 
 from .deadline_executor import DeadlineExecutor
 from .errors import CloningUnsupportedError
-from .names import EngineName, QualityTier
+from .names import QualityTier
 from .voice_reference import VoiceReference
 from .voices import Binding
 
@@ -45,7 +45,8 @@ class EngineNotInstalled(Exception):
 class EngineBackend(ABC):
     """One engine family: its loaded model(s), shared by every session, and its TTS factory."""
 
-    name: EngineName
+    name: str
+    """The engine's registered name (``engines.engine_registry``)."""
     profile: EngineProfile
     install_hint: str = ""
     supports_cloning: bool = False
@@ -77,28 +78,28 @@ class EngineBackend(ABC):
             self.detail = "loaded"
         self.load_seconds = time.perf_counter() - started
 
-    def _pool(self) -> DeadlineExecutor | None:
+    @property
+    def pool(self) -> DeadlineExecutor | None:
         """The engine's own synthesis pool (engines without one, like Edge, have none)."""
-        executor = getattr(self, "_executor", None)
-        return executor if isinstance(executor, DeadlineExecutor) else None
+        return None
 
     @property
     def queue_depth(self) -> int:
         """Syntheses waiting for a free worker thread of this engine."""
-        pool = self._pool()
+        pool = self.pool
         return pool.waiting if pool is not None else 0
 
     @property
     def expected_wait_s(self) -> float:
         """About how long a new reply would wait for this engine's pool (0 without a pool;
         see ``DeadlineExecutor.expected_wait_s``)."""
-        pool = self._pool()
+        pool = self.pool
         return pool.expected_wait_s() if pool is not None else 0.0
 
     @property
     def worker_threads(self) -> int:
         """Threads this engine synthesizes on (0 when it has no pool of its own)."""
-        pool = self._pool()
+        pool = self.pool
         return pool.max_workers if pool is not None else 0
 
     def streaming(self) -> dict[str, object]:
@@ -145,7 +146,7 @@ class EngineBackend(ABC):
         latency_critical: bool = False,
     ) -> tts.TTS[Any]:
         """A LiveKit TTS speaking ``language`` in the voice of ``reference``."""
-        raise CloningUnsupportedError(f"engine {self.name.value!r} cannot clone a voice")
+        raise CloningUnsupportedError(f"engine {str(self.name)!r} cannot clone a voice")
 
     def missing_reason(self, binding: Binding) -> str:
         """Why ``can_render(binding)`` is False, for people reading /voices."""
@@ -177,3 +178,14 @@ class EngineBackend(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release threads and native resources."""
+
+
+class LocalBackend(EngineBackend):
+    """An engine whose model runs in this process, on a bounded pool of its own threads
+    (``_executor``, made by the subclass); its TTS objects run their syntheses there."""
+
+    _executor: DeadlineExecutor
+
+    @property
+    def pool(self) -> DeadlineExecutor:
+        return self._executor

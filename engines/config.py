@@ -8,18 +8,34 @@ The layout follows the design's ``config.yaml``::
         ttft_threshold_ms: 250
         quality_threshold: 3.0
         fallback_chain: [piper, speecht5, edge-tts]
+      piper: {workers: 2}               # each engine's own section (engines.engine_registry)
 
 Every error names the file, the key and the allowed values.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 
+from .engine_registry import SettingsSection, SettingsT, engine_specs, validate_engine_name
 from .names import EngineName, QualityTier, SelectionStrategy
 from .validation import ConfigError, describe, read_yaml_mapping
+
+EngineId = Annotated[str, AfterValidator(validate_engine_name)]
+"""A registered engine's name (``engines.engine_registry``); a mistake lists the known ones."""
 
 
 class _Section(BaseModel):
@@ -30,7 +46,7 @@ class AutoSelection(_Section):
     ttft_threshold_ms: float = Field(default=250.0, gt=0)
     quality_threshold: float = Field(default=3.0, ge=1.0, le=5.0)
     """Lowest MOS estimate an engine may have to be chosen ahead of the last resort."""
-    fallback_chain: tuple[EngineName, ...] = (
+    fallback_chain: tuple[EngineId, ...] = (
         EngineName.PIPER,
         EngineName.SPEECHT5,
         EngineName.EDGE,
@@ -67,31 +83,60 @@ class XttsSettings(EngineThreads):
     """Cloned voices whose speaker latents are kept (least recently used dropped first)."""
 
 
-class EdgeSettings(_Section):
-    """The Edge TTS cloud service: fails fast and falls back when it cannot be reached."""
-
-    url: str | None = None
-    """Service WebSocket URL (None: Microsoft's); a local stand-in in tests."""
-    connect_timeout_s: float = Field(default=2.0, gt=0, le=30)
-    receive_timeout_s: float = Field(default=10.0, gt=0, le=120)
-
-
 class EngineSelection(_Section):
+    """The ``engines`` section: how engines are chosen, and each engine's own section. Those
+    sections are fields of the subclass ``selection_model()`` makes from the engine registry;
+    read one with ``section``."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     selection_strategy: SelectionStrategy = SelectionStrategy.AUTO
-    default_engine: EngineName = EngineName.PIPER
+    default_engine: EngineId = EngineName.PIPER
     """The engine ``manual`` uses when a request names none."""
     default_quality: QualityTier = QualityTier.STANDARD
     auto_selection: AutoSelection = AutoSelection()
     health: HealthPolicy = HealthPolicy()
-    piper: WindowedSettings = WindowedSettings(
-        workers=2, intra_op_threads=1, latency_intra_op_threads=2
-    )
-    kokoro: EngineThreads = EngineThreads(workers=1, intra_op_threads=2)
-    speecht5: EngineThreads = EngineThreads(workers=1, intra_op_threads=1)
-    xtts: XttsSettings = XttsSettings(workers=1, intra_op_threads=1)
-    edge_tts: EdgeSettings = Field(default=EdgeSettings(), alias="edge-tts")
+
+    def section(self, settings: SettingsSection[SettingsT]) -> SettingsT:
+        """An engine's section (its default where this configuration has none)."""
+        value = getattr(self, settings.field_name, None)
+        if value is None:
+            return settings.default
+        if not isinstance(value, settings.model):
+            raise TypeError(
+                f"engines.{settings.key} holds a {type(value).__name__}, "
+                f"not a {settings.model.__name__}"
+            )
+        return value
+
+    def with_section(
+        self, settings: SettingsSection[SettingsT], value: SettingsT
+    ) -> EngineSelection:
+        """A copy with an engine's section replaced."""
+        return self.model_copy(update={settings.field_name: value})
+
+
+def selection_model() -> type[EngineSelection]:
+    """``EngineSelection`` with a field per registered engine section, made once per set of
+    sections; config.yaml's ``engines`` is validated with it."""
+    sections = tuple(spec.settings for spec in engine_specs() if spec.settings is not None)
+    return _selection_model(sections)
+
+
+@functools.cache
+def _selection_model(sections: tuple[SettingsSection[Any], ...]) -> type[EngineSelection]:
+    for section in sections:
+        if section.field_name in EngineSelection.model_fields:
+            raise ValueError(f"engines.{section.key} is not free for an engine's section")
+    fields: dict[str, Any] = {
+        section.field_name: (section.model, Field(default=section.default, alias=section.key))
+        for section in sections
+    }
+    return create_model("EngineSelection", __base__=EngineSelection, **fields)
+
+
+def _default_selection() -> EngineSelection:
+    return selection_model()()
 
 
 class RateLimit(_Section):
@@ -191,14 +236,21 @@ class AgentSettings(_Section):
 
 
 class ServiceConfig(_Section):
-    engines: EngineSelection = EngineSelection()
+    engines: SerializeAsAny[EngineSelection] = Field(default_factory=_default_selection)
     limits: Limits = Limits()
     api: ApiSettings = ApiSettings()
     agent: AgentSettings = AgentSettings()
     models_dir: Path = Path("models")
     """Extra model files (Piper voices, ...). Relative paths are relative to the config file."""
     voices_file: Path = Path("voices.yaml")
-    disabled_engines: tuple[EngineName, ...] = ()
+    disabled_engines: tuple[EngineId, ...] = ()
+
+    @field_validator("engines", mode="before")
+    @classmethod
+    def _registered_sections(cls, engines: object) -> object:
+        if isinstance(engines, EngineSelection):
+            return engines
+        return selection_model().model_validate(engines)
 
 
 def load_config(path: Path | None) -> ServiceConfig:

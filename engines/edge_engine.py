@@ -32,6 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .audio import SUPPORTED_OUTPUT_RATES, FloatAudio, Pcm16, float_to_pcm16
 from .backend import EngineBackend, EngineNotInstalled, EngineProfile
+from .config import ServiceConfig
+from .engine_registry import EngineSpec, SettingsSection
 from .errors import EngineError
 from .local_tts import EMITTER_FRAME_MS, NO_RETRY
 from .names import EngineName, QualityTier, primary_language
@@ -79,7 +81,8 @@ def check_service_url(url: str | None) -> str | None:
 
 
 class EdgeServiceSection(Protocol):
-    """What the configuration's ``engines.edge-tts`` section carries (``config.EdgeSettings``)."""
+    """Settings shaped like :class:`EdgeSettings` without its sample rate, from elsewhere than
+    the configuration (which holds an ``EdgeSettings``); checked when the engine loads."""
 
     @property
     def url(self) -> str | None: ...
@@ -92,7 +95,8 @@ class EdgeServiceSection(Protocol):
 
 
 class EdgeSettings(BaseModel):
-    """How this engine reaches the service, and the rate its audio leaves at."""
+    """How this engine reaches the service, and the rate its audio leaves at: the
+    configuration's ``engines.edge-tts`` section."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -267,8 +271,8 @@ class EdgeBackend(EngineBackend):
     install_hint = "pip install edge-tts"
 
     def __init__(self, settings: EdgeSettings | EdgeServiceSection | None = None) -> None:
-        """``settings``: this module's :class:`EdgeSettings`, or the configuration's
-        ``engines.edge-tts`` section (then audio leaves at the native 24 kHz)."""
+        """``settings``: an :class:`EdgeSettings` (the configuration's ``engines.edge-tts``),
+        or a section shaped like one (then audio leaves at the native 24 kHz)."""
         super().__init__()
         if settings is None:
             settings = EdgeSettings()
@@ -537,3 +541,24 @@ def voice_language(voice: str) -> str | None:
     """``en-US-JennyNeural`` -> ``en``; None when ``voice`` is not a neural voice name."""
     match = NEURAL_VOICE_NAME.match(voice)
     return primary_language(match["lang"]) if match else None
+
+
+SETTINGS = SettingsSection("edge-tts", EdgeSettings())
+"""``engines.edge-tts`` in config.yaml: the cloud fallback fails fast without network."""
+QUALITY_RANK = 50.0
+"""``quality_first``: the cloud comes after every local model."""
+
+
+def build_backend(config: ServiceConfig, *, deterministic: bool) -> EdgeBackend:
+    """``deterministic`` is not offered: the service decides what it sends."""
+    return EdgeBackend(config.engines.section(SETTINGS))
+
+
+SPEC = EngineSpec(
+    name=EdgeBackend.name,
+    binding=EdgeBinding,
+    tier=EdgeBackend.profile.tier,
+    quality_rank=QUALITY_RANK,
+    build=build_backend,
+    settings=SETTINGS,
+)

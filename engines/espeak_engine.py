@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 
 from .audio import FloatAudio, pcm16_to_float
-from .backend import EngineBackend, EngineNotInstalled, EngineProfile
+from .backend import EngineNotInstalled, EngineProfile, LocalBackend
+from .config import ServiceConfig
 from .deadline_executor import DeadlineExecutor
+from .engine_registry import EngineSpec
 from .local_tts import LocalTTS
 from .names import EngineName, QualityTier, primary_language
 from .voices import Binding, EspeakBinding
@@ -126,7 +128,7 @@ _LANGUAGE_ALIASES = {"zh": "cmn", "zh-cn": "cmn", "zh-tw": "cmn", "zh-hk": "yue"
 """ISO 639-1 codes that espeak-ng names by their ISO 639-3 language (Mandarin, Cantonese)."""
 
 
-class EspeakBackend(EngineBackend):
+class EspeakBackend(LocalBackend):
     name = EngineName.ESPEAK
     profile = EngineProfile(
         quality_mos=2.8,
@@ -151,7 +153,7 @@ class EspeakBackend(EngineBackend):
 
     def warm_up(self) -> None:
         tts = self.create_tts(EspeakBinding(voice="en-us"), speed=1.0)
-        for _ in tts._render("ready", threading.Event()):
+        for _ in tts.render("ready"):
             pass
 
     def languages(self) -> frozenset[str]:
@@ -198,9 +200,9 @@ class EspeakBackend(EngineBackend):
 class EspeakTTS(LocalTTS):
     def __init__(self, backend: EspeakBackend, options: _Options, language: str) -> None:
         super().__init__(
-            engine=EngineName.ESPEAK.value,
+            engine=backend.name,
             sample_rate=backend.sample_rate,
-            executor=backend._executor,
+            executor=backend.pool,
             language=language,
         )
         self._backend = backend
@@ -210,3 +212,21 @@ class EspeakTTS(LocalTTS):
         audio = self._backend.synthesize_blocking(text, self._opts, stop)
         if audio.size:
             yield audio
+
+
+QUALITY_RANK = 100.0
+"""Never ranked in practice: the router keeps espeak-ng as the last resort of every plan."""
+
+
+def build_backend(config: ServiceConfig, *, deterministic: bool) -> EspeakBackend:
+    """Nothing to configure; espeak-ng's output has no randomness."""
+    return EspeakBackend()
+
+
+SPEC = EngineSpec(
+    name=EspeakBackend.name,
+    binding=EspeakBinding,
+    tier=EspeakBackend.profile.tier,
+    quality_rank=QUALITY_RANK,
+    build=build_backend,
+)

@@ -29,9 +29,10 @@ import numpy as np
 
 from . import openjtalk
 from .audio import FloatAudio
-from .backend import EngineBackend, EngineNotInstalled, EngineProfile
-from .config import EngineThreads
+from .backend import EngineNotInstalled, EngineProfile, LocalBackend
+from .config import EngineThreads, ServiceConfig
 from .deadline_executor import DeadlineExecutor
+from .engine_registry import EngineSpec, SettingsSection
 from .errors import EngineError
 from .local_tts import LocalTTS
 from .names import EngineName, QualityTier, primary_language
@@ -121,7 +122,7 @@ class _Options:
     language: str = JAPANESE
 
 
-class KokoroBackend(EngineBackend):
+class KokoroBackend(LocalBackend):
     name = EngineName.KOKORO
     profile = EngineProfile(
         quality_mos=3.4,
@@ -167,7 +168,7 @@ class KokoroBackend(EngineBackend):
     def warm_up(self) -> None:
         # the first phonemize loads the dictionaries, the first run allocates the graph
         tts = self.create_tts(KokoroBinding(voice=sorted(self._styles)[0]), speed=1.0)
-        for _ in tts._render("はい。", threading.Event()):
+        for _ in tts.render("はい。"):
             pass
 
     def voice_names(self) -> list[str]:
@@ -175,6 +176,18 @@ class KokoroBackend(EngineBackend):
 
     def style(self, name: str) -> np.ndarray[Any, np.dtype[np.float32]]:
         return self._styles[name]
+
+    def synthesize_phonemes(self, phonemes: str, options: _Options) -> FloatAudio:
+        """Blocking: ``phonemes`` spoken with ``options``' voice, as float audio at
+        ``KOKORO_SAMPLE_RATE``."""
+        audio, _ = self._kokoro.create(
+            phonemes,
+            voice=self.style(options.voice),
+            speed=options.speed,
+            lang=options.language,
+            is_phonemes=True,
+        )
+        return np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
 
     def spoken_voice(self, binding: Binding) -> str | None:
         """The voice that speaks ``binding``: its own when loaded, else its bundled style."""
@@ -242,10 +255,10 @@ class KokoroBackend(EngineBackend):
         assert isinstance(binding, KokoroBinding)
         spoken = primary_language(language)
         if spoken not in self.languages():
-            raise EngineError(self.name.value, f"Kokoro does not speak {spoken!r} here")
+            raise EngineError(self.name, f"Kokoro does not speak {spoken!r} here")
         voice = self.spoken_voice(binding)
         if voice is None:
-            raise EngineError(self.name.value, self.missing_reason(binding))
+            raise EngineError(self.name, self.missing_reason(binding))
         low, high = SPEED_RANGE
         return KokoroTTS(self, _Options(voice, min(high, max(low, speed)), spoken))
 
@@ -256,9 +269,9 @@ class KokoroBackend(EngineBackend):
 class KokoroTTS(LocalTTS):
     def __init__(self, backend: KokoroBackend, options: _Options) -> None:
         super().__init__(
-            engine=EngineName.KOKORO.value,
+            engine=backend.name,
             sample_rate=KOKORO_SAMPLE_RATE,
-            executor=backend._executor,
+            executor=backend.pool,
             language=options.language,
         )
         self._backend = backend
@@ -266,7 +279,7 @@ class KokoroTTS(LocalTTS):
 
     def update_options(self, *, voice: str | None = None, speed: float | None = None) -> None:
         if voice is not None and voice not in self._backend.voice_names():
-            raise EngineError(self._backend.name.value, f"no Kokoro voice {voice!r} is loaded")
+            raise EngineError(self._backend.name, f"no Kokoro voice {voice!r} is loaded")
         self._opts = replace(
             self._opts, voice=voice or self._opts.voice, speed=speed or self._opts.speed
         )
@@ -276,11 +289,27 @@ class KokoroTTS(LocalTTS):
         phonemes = self._backend.phonemize(text, opts.language).strip()
         if not phonemes or stop.is_set():
             return
-        audio, _ = self._backend._kokoro.create(
-            phonemes,
-            voice=self._backend.style(opts.voice),
-            speed=opts.speed,
-            lang=opts.language,
-            is_phonemes=True,
-        )
-        yield np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+        yield self._backend.synthesize_phonemes(phonemes, opts)
+
+
+SETTINGS = SettingsSection("kokoro", EngineThreads(workers=1, intra_op_threads=2))
+"""``engines.kokoro`` in config.yaml."""
+QUALITY_RANK = 20.0
+"""``quality_first``: after XTTS, before Piper."""
+
+
+def build_backend(config: ServiceConfig, *, deterministic: bool) -> KokoroBackend:
+    """``deterministic`` changes nothing: Kokoro's output has no randomness."""
+    return KokoroBackend(
+        config.models_dir / ".cache", config.engines.section(SETTINGS), config.models_dir / PACK_DIR
+    )
+
+
+SPEC = EngineSpec(
+    name=KokoroBackend.name,
+    binding=KokoroBinding,
+    tier=KokoroBackend.profile.tier,
+    quality_rank=QUALITY_RANK,
+    build=build_backend,
+    settings=SETTINGS,
+)

@@ -114,6 +114,23 @@ class LocalTTS(tts.TTS[Any], ABC):
     def engine(self) -> str:
         return self._engine
 
+    @property
+    def executor(self) -> Executor:
+        """Where this voice's syntheses run: its engine's pool."""
+        return self._executor
+
+    @property
+    def language(self) -> str:
+        """The language its sentences are cut in."""
+        return self._language
+
+    def render(self, text: str, stop: threading.Event | None = None) -> Iterator[FloatAudio]:
+        """Blocking, in the caller's thread: ``text`` as float audio at ``sample_rate``, as it
+        is made, sentence by sentence. For warming an engine up and for measuring it; a
+        session's synthesis goes through ``synthesize``, which runs this on ``executor``.
+        Setting ``stop`` ends it at the next block."""
+        return self._render_text(text, stop if stop is not None else threading.Event())
+
     @abstractmethod
     def _render(self, text: str, stop: threading.Event) -> Iterator[FloatAudio]:
         """Blocking: synthesize one sentence (or less), yielding float audio as it is made."""
@@ -144,7 +161,7 @@ class LocalChunkedStream(tts.ChunkedStream):
     def _pcm_blocks(self, stop: threading.Event) -> Iterator[bytes]:
         """In the engine's thread: synthesis and the conversion to 16-bit PCM, so the event
         loop only hands bytes on."""
-        for block in self._local._render_text(self.input_text, stop):
+        for block in self._local.render(self.input_text, stop):
             yield float_to_pcm16(block).tobytes()
 
     async def _run(self, output_emitter: tts.AudioEmitter) -> None:
@@ -157,7 +174,7 @@ class LocalChunkedStream(tts.ChunkedStream):
             frame_size_ms=EMITTER_FRAME_MS,
         )
         try:
-            async for pcm in iterate_in_thread(local._executor, self._pcm_blocks):
+            async for pcm in iterate_in_thread(local.executor, self._pcm_blocks):
                 output_emitter.push(pcm)
                 # each block (a windowed engine's window) goes on at once, in frames of up to
                 # 200 ms: the emitter would otherwise hold a partial frame until more came

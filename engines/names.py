@@ -6,6 +6,10 @@ from enum import StrEnum
 
 
 class EngineName(StrEnum):
+    """The engines this build ships, for code that names one of them. Which engines exist is
+    the engine registry's to say (``engines.engine_registry``): an engine name is any ``str``
+    it knows, and these members are equal to (and hash as) their plain strings."""
+
     PIPER = "piper"
     KOKORO = "kokoro"
     ESPEAK = "espeak-ng"

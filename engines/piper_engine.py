@@ -19,9 +19,10 @@ import numpy as np
 import onnxruntime as ort
 
 from .audio import FloatAudio
-from .backend import EngineBackend, EngineNotInstalled, EngineProfile
-from .config import WindowedSettings
+from .backend import EngineNotInstalled, EngineProfile, LocalBackend
+from .config import ServiceConfig, WindowedSettings
 from .deadline_executor import DeadlineExecutor
+from .engine_registry import EngineSpec, SettingsSection
 from .local_tts import LocalTTS
 from .names import EngineName, QualityTier, primary_language
 from .onnx_split import SplitError, split_model
@@ -42,6 +43,13 @@ one-shot run of the joe voice, on the check phrase with noise off: flow 12 + voc
 MIN_WINDOWED_SNR_DB = 60.0
 """A split that differs more from the whole model on the check phrase is not used."""
 CHECK_PHRASE = "Windowed speech starts here, and sounds the same."
+SETTINGS = SettingsSection(
+    "piper", WindowedSettings(workers=2, intra_op_threads=1, latency_intra_op_threads=2)
+)
+"""``engines.piper`` in config.yaml: the first piece on a 2-thread session (latency), the rest
+on 1-thread ones (throughput)."""
+QUALITY_RANK = 30.0
+"""``quality_first``: after XTTS and Kokoro, before SpeechT5 and the cloud."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +132,7 @@ def bundled_voice_dir() -> Path | None:
         return None
 
 
-class PiperBackend(EngineBackend):
+class PiperBackend(LocalBackend):
     name = EngineName.PIPER
     profile = EngineProfile(
         quality_mos=3.3,
@@ -256,11 +264,18 @@ class PiperBackend(EngineBackend):
                 tts = self.create_tts(
                     PiperBinding(model=name), speed=1.0, latency_critical=latency_critical
                 )
-                for _ in tts._render("Ready.", threading.Event()):
+                for _ in tts.render("Ready."):
                     pass
 
     def voice_names(self) -> list[str]:
         return sorted(self._voices)
+
+    def phonemize(self, voice: Any, text: str) -> list[list[str]]:
+        """``voice.phonemize(text)``, one call at a time: espeak-ng's phonemizer state is
+        process-global."""
+        with self._phonemize_lock:
+            sentences: list[list[str]] = voice.phonemize(text)
+        return sentences
 
     def languages(self) -> frozenset[str]:
         return frozenset(v.language for v in self._voices.values())
@@ -305,9 +320,9 @@ class PiperTTS(LocalTTS):
         latency_critical: bool = False,
     ) -> None:
         super().__init__(
-            engine=EngineName.PIPER.value,
+            engine=backend.name,
             sample_rate=loaded.sample_rate,
-            executor=backend._executor,
+            executor=backend.pool,
             language=loaded.language,
         )
         self._backend = backend
@@ -323,7 +338,7 @@ class PiperTTS(LocalTTS):
         one-thread sessions when pieces run side by side, which gives the most audio per core
         (two-thread sessions on busy cores wait on each other)."""
         loaded = self._loaded
-        pool = self._backend._executor
+        pool = self._backend.pool
         alone = pool.running <= 1
         if alone and (self._latency_critical or pool.waiting == 0):
             return loaded.latency_voice, loaded.latency_windowed
@@ -341,8 +356,7 @@ class PiperTTS(LocalTTS):
     def _render(self, text: str, stop: threading.Event) -> Iterator[FloatAudio]:
         opts = self._opts  # a later update_options() never changes this utterance
         voice, windowed = self._sessions()
-        with self._backend._phonemize_lock:
-            sentences = voice.phonemize(text)
+        sentences = self._backend.phonemize(voice, text)
         for phonemes in sentences:
             if stop.is_set():
                 return
@@ -402,3 +416,19 @@ def _whole(voice: Any, ids: list[int], opts: _Options) -> FloatAudio:
     )
     audio = voice.phoneme_ids_to_audio(ids, config)
     return np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+
+
+def build_backend(config: ServiceConfig, *, deterministic: bool) -> PiperBackend:
+    return PiperBackend(
+        config.models_dir, config.engines.section(SETTINGS), deterministic=deterministic
+    )
+
+
+SPEC = EngineSpec(
+    name=PiperBackend.name,
+    binding=PiperBinding,
+    tier=PiperBackend.profile.tier,
+    quality_rank=QUALITY_RANK,
+    build=build_backend,
+    settings=SETTINGS,
+)

@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterable
 
 from .backend import EngineBackend, EngineProfile, EngineState
 from .config import HealthPolicy
+from .engine_registry import engine_names
 from .health import EngineHealth, HealthState
-from .names import EngineName
 from .voices import Binding, VoiceCatalog
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class EngineRegistry:
             name: EngineHealth(health_policy, clock) if clock else EngineHealth(health_policy)
             for name in self._backends
         }
-        self._probes: dict[EngineName, asyncio.Task[None]] = {}
+        self._probes: dict[str, asyncio.Task[None]] = {}
 
     async def start(self, *, warm_up: bool = True) -> None:
         """Load every engine (in threads, concurrently) and warm the ready ones."""
@@ -52,16 +52,16 @@ class EngineRegistry:
         for backend in self._backends.values():
             backend.close()
 
-    def backend(self, name: EngineName) -> EngineBackend | None:
+    def backend(self, name: str) -> EngineBackend | None:
         return self._backends.get(name)
 
     def backends(self) -> list[EngineBackend]:
         return list(self._backends.values())
 
-    def health(self, name: EngineName) -> EngineHealth | None:
+    def health(self, name: str) -> EngineHealth | None:
         return self._health.get(name)
 
-    def usable(self, name: EngineName) -> bool:
+    def usable(self, name: str) -> bool:
         backend = self._backends.get(name)
         health = self._health.get(name)
         if backend is None or health is None or not backend.ready:
@@ -70,19 +70,19 @@ class EngineRegistry:
             self._start_probe(name)
         return health.usable()
 
-    def profile(self, name: EngineName) -> EngineProfile:
+    def profile(self, name: str) -> EngineProfile:
         return self._backends[name].profile
 
-    def expected_ttfa_ms(self, name: EngineName) -> float:
+    def expected_ttfa_ms(self, name: str) -> float:
         health = self._health.get(name)
         if health is not None and health.ttfa_ms is not None:
             return health.ttfa_ms
         return self.profile(name).typical_ttfa_ms
 
-    def record_success(self, name: EngineName, ttfa_ms: float | None = None) -> None:
+    def record_success(self, name: str, ttfa_ms: float | None = None) -> None:
         self._health[name].record_success(ttfa_ms)
 
-    def record_failure(self, name: EngineName, error: BaseException) -> None:
+    def record_failure(self, name: str, error: BaseException) -> None:
         health = self._health[name]
         health.record_failure(error)
         logger.warning(
@@ -90,7 +90,7 @@ class EngineRegistry:
             health.consecutive_failures,
             health.state.value,
             error,
-            extra={"engine": name.value},
+            extra={"engine": str(name)},
         )
 
     def _probe_binding(self, backend: EngineBackend) -> Binding | None:
@@ -100,7 +100,7 @@ class EngineRegistry:
                 return binding
         return backend.binding_for_language(PROBE_LANGUAGE)
 
-    def _start_probe(self, name: EngineName) -> None:
+    def _start_probe(self, name: str) -> None:
         if name in self._probes and not self._probes[name].done():
             return
         try:
@@ -110,7 +110,7 @@ class EngineRegistry:
         self._health[name].start_probe()
         self._probes[name] = loop.create_task(self._probe(name), name=f"probe-{name}")
 
-    async def _probe(self, name: EngineName) -> None:
+    async def _probe(self, name: str) -> None:
         backend = self._backends[name]
         health = self._health[name]
         binding = self._probe_binding(backend)
@@ -124,17 +124,17 @@ class EngineRegistry:
                 raise RuntimeError("probe produced no audio")
         except Exception as exc:
             health.record_failure(exc)
-            logger.warning("probe failed: %s", exc, extra={"engine": name.value})
+            logger.warning("probe failed: %s", exc, extra={"engine": str(name)})
         else:
             health.record_success()
-            logger.info("probe passed; engine trusted again", extra={"engine": name.value})
+            logger.info("probe passed; engine trusted again", extra={"engine": str(name)})
 
     def status(self) -> list[dict[str, object]]:
         """Every engine with its state, for /health and `hive-tts voices`."""
         rows: list[dict[str, object]] = []
-        for name in EngineName:
+        for name in engine_names():
             backend = self._backends.get(name)
-            row: dict[str, object] = {"engine": name.value}
+            row: dict[str, object] = {"engine": str(name)}
             if backend is not None:
                 row.update(
                     tier=backend.profile.tier.value,

@@ -2,7 +2,8 @@
 
 The order follows the configured strategy (auto / manual / quality_first / speed_first) and the
 request's quality tier, then the configured fallback chain; espeak-ng always comes last as the
-engine that can say something in any language. Engines that are not loaded, cannot render the
+engine that can say something in any language. ``quality_first`` follows the engines' declared
+``quality_rank`` (``engines.engine_registry``). Engines that are not loaded, cannot render the
 voice, or are benched by their circuit breaker are left out. Engines are ranked by the measured
 quality of the voice in its language (``engines.voice_quality``); an engine speaking it with
 another language's voice (Kokoro's bundled Japanese styles in Spanish) comes after every native
@@ -19,6 +20,7 @@ from livekit.agents import tts
 
 from .backend import EngineBackend
 from .config import EngineSelection
+from .engine_registry import engine_names, quality_first_order
 from .errors import (
     CloningUnsupportedError,
     EngineUnavailableError,
@@ -37,17 +39,9 @@ from .voice_quality import QualityTable
 from .voice_reference import VoiceReference
 from .voices import Binding, Voice, VoiceCatalog
 
-LAST_RESORT = EngineName.ESPEAK
-QUALITY_FIRST_ORDER = (
-    EngineName.XTTS,
-    EngineName.KOKORO,
-    EngineName.PIPER,
-    EngineName.SPEECHT5,
-    EngineName.EDGE,
-)
-"""``quality_first``: the premium local model, then Kokoro, Piper, the balanced model and the
-cloud, native voices of the language before accented ones; espeak-ng stays last."""
-CLONING_ENGINE = EngineName.XTTS
+LAST_RESORT: str = EngineName.ESPEAK
+"""Last in every plan: it speaks any language, if robotically."""
+CLONING_ENGINE: str = EngineName.XTTS
 DEFAULT_LANGUAGE = "en"
 _LANGUAGE_CODE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
 
@@ -70,7 +64,7 @@ class ResolvedVoice:
 
 @dataclass(frozen=True)
 class Candidate:
-    engine: EngineName
+    engine: str
     backend: EngineBackend
     binding: Binding | None
     """None for a cloned voice, which ``reference`` describes instead."""
@@ -138,16 +132,16 @@ class EngineRouter:
         for backend in self._registry.backends():
             if backend.ready and backend.binding_for_language(wanted) is not None:
                 code = wanted.lower().replace("_", "-")
-                return ResolvedVoice(f"{backend.name.value}:{code}", code, None)
+                return ResolvedVoice(f"{backend.name}:{code}", code, None)
         raise UnknownLanguageError(wanted, self.known_languages())
 
-    def binding(self, resolved: ResolvedVoice, engine: EngineName) -> Binding | None:
+    def binding(self, resolved: ResolvedVoice, engine: str) -> Binding | None:
         if resolved.voice is not None:
             return resolved.voice.engines.get(engine)
         backend = self._registry.backend(engine)
         return backend.binding_for_language(resolved.language) if backend else None
 
-    def _capable(self, resolved: ResolvedVoice, engine: EngineName) -> Candidate | None:
+    def _capable(self, resolved: ResolvedVoice, engine: str) -> Candidate | None:
         backend = self._registry.backend(engine)
         binding = self.binding(resolved, engine)
         if backend is None or not backend.ready or binding is None:
@@ -158,7 +152,7 @@ class EngineRouter:
             engine, backend, binding, accented=backend.accented(binding, resolved.language)
         )
 
-    def _renderable_engines(self, voice: Voice) -> list[EngineName]:
+    def _renderable_engines(self, voice: Voice) -> list[str]:
         resolved = ResolvedVoice(voice.id, voice.language, voice)
         return [name for name in voice.engines.engines() if self._capable(resolved, name)]
 
@@ -184,7 +178,7 @@ class EngineRouter:
             measured = self.quality.measured(name, voice.language, spoken)
             rows.append(
                 {
-                    "engine": name.value,
+                    "engine": str(name),
                     "available": not reason and self._capable(resolved, name) is not None,
                     "reason": reason or None,
                     "binding": binding.model_dump(exclude_none=True),
@@ -204,7 +198,7 @@ class EngineRouter:
         self,
         resolved: ResolvedVoice,
         *,
-        engine: EngineName | None = None,
+        engine: str | None = None,
         quality: QualityTier | None = None,
         strategy: SelectionStrategy | None = None,
     ) -> list[Candidate]:
@@ -213,7 +207,7 @@ class EngineRouter:
             self._check_requested(resolved, engine)
         capable = {
             name: candidate
-            for name in EngineName
+            for name in engine_names()
             if (candidate := self._capable(resolved, name)) is not None
         }
         scores = {name: self.quality_of(resolved, c) for name, c in capable.items()}
@@ -221,7 +215,7 @@ class EngineRouter:
         order = self._order(scores, accented, quality, strategy)
         if engine is not None:
             order.insert(0, engine)
-        seen: set[EngineName] = set()
+        seen: set[str] = set()
         plan: list[Candidate] = []
         for name in order:
             if name in seen or name not in capable or not self._registry.usable(name):
@@ -246,53 +240,53 @@ class EngineRouter:
         return ResolvedVoice(f"clone:{reference.digest[:12]}", language or DEFAULT_LANGUAGE, None)
 
     def plan_clone(
-        self, resolved: ResolvedVoice, reference: VoiceReference, *, engine: EngineName | None
+        self, resolved: ResolvedVoice, reference: VoiceReference, *, engine: str | None
     ) -> list[Candidate]:
         """The one engine that can speak in a reference recording's voice. No fallback: another
         engine would speak in a different voice, which is not what was asked."""
-        if engine is not None and engine is not CLONING_ENGINE:
+        if engine is not None and engine != CLONING_ENGINE:
             raise CloningUnsupportedError(
-                f"engine {engine.value!r} cannot clone a voice; only {CLONING_ENGINE.value!r} "
+                f"engine {str(engine)!r} cannot clone a voice; only {str(CLONING_ENGINE)!r} "
                 "can: omit 'engine' or ask for it"
             )
         backend = self._registry.backend(CLONING_ENGINE)
         if backend is None or not backend.ready or not backend.supports_cloning:
             detail = backend.detail if backend else DISABLED
             raise EngineUnavailableError(
-                f"voice cloning needs the {CLONING_ENGINE.value!r} engine, which is not "
+                f"voice cloning needs the {str(CLONING_ENGINE)!r} engine, which is not "
                 f"available: {detail}"
             )
         language = primary_language(resolved.language)
         if language not in backend.languages():
             raise InvalidOptionError(
-                f"{CLONING_ENGINE.value!r} cannot clone a voice in {language!r}; it speaks "
+                f"{str(CLONING_ENGINE)!r} cannot clone a voice in {language!r}; it speaks "
                 + ", ".join(sorted(backend.languages()))
             )
         if not self._registry.usable(CLONING_ENGINE):
             raise EngineUnavailableError(
-                f"{CLONING_ENGINE.value!r} is cooling down after failures; retry shortly"
+                f"{str(CLONING_ENGINE)!r} is cooling down after failures; retry shortly"
             )
         return [Candidate(CLONING_ENGINE, backend, None, reference)]
 
-    def _check_requested(self, resolved: ResolvedVoice, engine: EngineName) -> None:
+    def _check_requested(self, resolved: ResolvedVoice, engine: str) -> None:
         backend = self._registry.backend(engine)
         if backend is None or not backend.ready:
             detail = backend.detail if backend else DISABLED
-            raise EngineUnavailableError(f"engine {engine.value!r} is not available: {detail}")
+            raise EngineUnavailableError(f"engine {str(engine)!r} is not available: {detail}")
         if self._capable(resolved, engine) is None:
-            able = [n.value for n in EngineName if self._capable(resolved, n)]
+            able = [str(n) for n in engine_names() if self._capable(resolved, n)]
             raise InvalidOptionError(
-                f"engine {engine.value!r} cannot speak voice {resolved.voice_id!r}; "
+                f"engine {str(engine)!r} cannot speak voice {resolved.voice_id!r}; "
                 f"engines that can: {', '.join(able) or 'none'}"
             )
 
     def _order(
         self,
-        scores: dict[EngineName, float],
-        accented: set[EngineName],
+        scores: dict[str, float],
+        accented: set[str],
         quality: QualityTier | None,
         strategy: SelectionStrategy | None,
-    ) -> list[EngineName]:
+    ) -> list[str]:
         """``scores``: each capable engine's quality for this voice (``quality_of``);
         ``accented``: those speaking it with another language's voice, which come after every
         native voice above the threshold, whatever their scores (an accent is not measured by
@@ -303,10 +297,10 @@ class EngineRouter:
         threshold = selection.auto_selection.quality_threshold
         registry = self._registry
         capable = list(scores)
-        good = [n for n in capable if n is not LAST_RESORT and scores[n] >= threshold]
+        good = [n for n in capable if n != LAST_RESORT and scores[n] >= threshold]
         # below the threshold, still best measured first, before espeak-ng
         weak = sorted(
-            (n for n in capable if n is not LAST_RESORT and n not in good), key=lambda n: -scores[n]
+            (n for n in capable if n != LAST_RESORT and n not in good), key=lambda n: -scores[n]
         )
         by_quality = sorted(good, key=lambda n: (n in accented, -scores[n]))
         by_speed = sorted(good, key=lambda n: (n in accented, registry.expected_ttfa_ms(n)))
@@ -314,7 +308,7 @@ class EngineRouter:
         if strategy is SelectionStrategy.QUALITY_FIRST:
             # measured below the threshold in this language: after those that are not
             order = sorted(
-                (n for n in QUALITY_FIRST_ORDER if n in good), key=lambda n: n in accented
+                (n for n in quality_first_order() if n in good), key=lambda n: n in accented
             )
         elif strategy is SelectionStrategy.SPEED_FIRST:
             order = by_speed

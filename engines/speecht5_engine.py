@@ -32,9 +32,10 @@ import numpy as np
 import numpy.typing as npt
 
 from .audio import FloatAudio
-from .backend import EngineBackend, EngineNotInstalled, EngineProfile
-from .config import EngineThreads
+from .backend import EngineNotInstalled, EngineProfile, LocalBackend
+from .config import EngineThreads, ServiceConfig
 from .deadline_executor import DeadlineExecutor
+from .engine_registry import EngineSpec, SettingsSection
 from .errors import EngineError
 from .local_tts import LocalTTS
 from .names import EngineName, QualityTier
@@ -126,7 +127,7 @@ def _clamp_speed(speed: float) -> float:
     return min(high, max(low, speed))
 
 
-class SpeechT5Backend(EngineBackend):
+class SpeechT5Backend(LocalBackend):
     """SpeechT5 + HiFi-GAN, shared by every session; voices are rows of the x-vector table."""
 
     name = EngineName.SPEECHT5
@@ -226,7 +227,7 @@ class SpeechT5Backend(EngineBackend):
     def warm_up(self) -> None:
         # on a worker thread: its torch thread pool is started, not the caller's
         tts = self.create_tts(SpeechT5Binding(speaker=0), speed=1.0)
-        self._executor.submit(lambda: list(tts._render(WARM_UP_TEXT, threading.Event()))).result()
+        self._executor.submit(lambda: list(tts.render(WARM_UP_TEXT))).result()
 
     def languages(self) -> frozenset[str]:
         return frozenset({"en"}) if self.ready else frozenset()
@@ -255,7 +256,7 @@ class SpeechT5Backend(EngineBackend):
 
         Raises ``EngineError`` (not retryable) when ``can_render(binding)`` is False."""
         if not isinstance(binding, SpeechT5Binding) or not self.can_render(binding):
-            raise EngineError(self.name.value, self.missing_reason(binding), retryable=False)
+            raise EngineError(self.name, self.missing_reason(binding), retryable=False)
         return SpeechT5TTS(self, _Options(binding.speaker, _clamp_speed(speed)))
 
     def token_count(self, text: str) -> int:
@@ -329,9 +330,9 @@ class SpeechT5TTS(LocalTTS):
 
     def __init__(self, backend: SpeechT5Backend, options: _Options) -> None:
         super().__init__(
-            engine=EngineName.SPEECHT5.value,
+            engine=backend.name,
             sample_rate=backend.sample_rate,
-            executor=backend._executor,
+            executor=backend.pool,
             language="en",
         )
         self._backend = backend
@@ -340,7 +341,7 @@ class SpeechT5TTS(LocalTTS):
     def update_options(self, *, speaker: int | None = None, speed: float | None = None) -> None:
         if speaker is not None and not self._backend.can_render(SpeechT5Binding(speaker=speaker)):
             raise EngineError(
-                EngineName.SPEECHT5.value,
+                self._backend.name,
                 self._backend.missing_reason(SpeechT5Binding(speaker=speaker)),
                 retryable=False,
             )
@@ -367,3 +368,25 @@ class SpeechT5TTS(LocalTTS):
                 return
             if is_speakable(part):
                 yield self._backend.synthesize_part(part, opts.speaker, opts.speed)
+
+
+SETTINGS = SettingsSection("speecht5", EngineThreads(workers=1, intra_op_threads=1))
+"""``engines.speecht5`` in config.yaml: torch threads per synthesis."""
+QUALITY_RANK = 40.0
+"""``quality_first``: after Piper, before the cloud."""
+
+
+def build_backend(config: ServiceConfig, *, deterministic: bool) -> SpeechT5Backend:
+    return SpeechT5Backend(
+        config.models_dir, config.engines.section(SETTINGS), deterministic=deterministic
+    )
+
+
+SPEC = EngineSpec(
+    name=SpeechT5Backend.name,
+    binding=SpeechT5Binding,
+    tier=SpeechT5Backend.profile.tier,
+    quality_rank=QUALITY_RANK,
+    build=build_backend,
+    settings=SETTINGS,
+)

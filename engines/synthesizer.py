@@ -44,6 +44,7 @@ from .audio import (
 from .backend import EngineBackend
 from .config import ServiceConfig
 from .deadline_executor import PieceDue, piece_due
+from .engine_registry import engine_names, engine_specs, find_engine
 from .errors import (
     EmptyTextError,
     EngineError,
@@ -53,7 +54,7 @@ from .errors import (
     UnknownEngineError,
 )
 from .local_tts import LocalTTS
-from .names import EngineName, QualityTier, SelectionStrategy, primary_language
+from .names import QualityTier, SelectionStrategy, primary_language
 from .normalization import NormalizedText, SpeechNormalizer, normalizer_for
 from .registry import EngineRegistry
 from .router import Candidate, EngineRouter, ResolvedVoice
@@ -159,7 +160,7 @@ class SegmentPiece(TextPiece):
     """An SSML break before the piece."""
 
 
-_E = TypeVar("_E", EngineName, QualityTier, SelectionStrategy)
+_E = TypeVar("_E", QualityTier, SelectionStrategy)
 
 
 def _parse_enum(kind: type[_E], value: str | None, key: str) -> _E | None:
@@ -169,9 +170,17 @@ def _parse_enum(kind: type[_E], value: str | None, key: str) -> _E | None:
         return kind(value)
     except ValueError:
         allowed = [member.value for member in kind]
-        if kind is EngineName:
-            raise UnknownEngineError(value, allowed) from None
         raise InvalidOptionError(f"{key} {value!r} is not one of {', '.join(allowed)}") from None
+
+
+def _parse_engine(value: str | None) -> str | None:
+    """A registered engine's name (``engines.engine_registry``), None for none asked."""
+    if value is None or value == "":
+        return None
+    spec = find_engine(value)
+    if spec is None:
+        raise UnknownEngineError(value, engine_names())
+    return spec.name
 
 
 def _normalizer(voice: ResolvedVoice) -> SpeechNormalizer | None:
@@ -212,7 +221,7 @@ class SpeechSynthesizer:
 
         With ``whole_text=False`` the text is left for a ``TextStream`` to cut as it arrives."""
         received = time.perf_counter() if request.received_s is None else request.received_s
-        engine = _parse_enum(EngineName, request.engine, "engine")
+        engine = _parse_engine(request.engine)
         quality = _parse_enum(QualityTier, request.quality, "quality")
         strategy = _parse_enum(SelectionStrategy, request.strategy, "strategy")
         low, high = SPEED_RANGE
@@ -425,7 +434,7 @@ class Utterance:
             context=self.trace_context,
             start_time=received,
             attributes={
-                "tts.plan": [candidate.engine.value for candidate in prepared.plan],
+                "tts.plan": [str(candidate.engine) for candidate in prepared.plan],
                 "tts.pieces": len(prepared.pieces),
             },
         )
@@ -462,7 +471,7 @@ class Utterance:
             "tts.piece",
             context=self.trace_context,
             attributes={
-                "tts.engine": candidate.engine.value,
+                "tts.engine": str(candidate.engine),
                 "tts.piece.index": self.result.pieces,
                 "tts.piece.characters": len(piece.text),
                 "tts.piece.first": first,
@@ -475,7 +484,7 @@ class Utterance:
         registry = synthesizer.registry
         policy = synthesizer.join_policy
         plan = list(prepared.plan)
-        voices: dict[tuple[EngineName, bool], tts.TTS[Any]] = {}
+        voices: dict[tuple[str, bool], tts.TTS[Any]] = {}
         after: Boundary | None = None
         async for piece in self._source:
             if self._prepared.text == "":  # streamed text is counted as it arrives
@@ -518,7 +527,7 @@ class Utterance:
                             await self._stream_piece(voice, piece, candidate, piece_started, stall)
                         else:
                             text = _spoken_text(piece)
-                            audio = await _render_piece(voice, text, stall, candidate.engine.value)
+                            audio = await _render_piece(voice, text, stall, str(candidate.engine))
                 except (APIError, EngineError) as exc:
                     piece_span.record_exception(exc)
                     piece_span.set_status(Status(StatusCode.ERROR, str(exc)))
@@ -526,7 +535,7 @@ class Utterance:
                     registry.record_failure(candidate.engine, exc)
                     self.result.fallbacks.append(
                         {
-                            "engine": candidate.engine.value,
+                            "engine": str(candidate.engine),
                             "error": str(exc),
                             "piece": str(self.result.pieces),
                         }
@@ -546,8 +555,8 @@ class Utterance:
                 after = piece.boundary
                 continue
             assert voice is not None
-            if candidate.engine.value not in self.result.engines:
-                self.result.engines.append(candidate.engine.value)
+            if str(candidate.engine) not in self.result.engines:
+                self.result.engines.append(str(candidate.engine))
             # trimming, spacing and resampling a whole piece is milliseconds of work: off the
             # event loop, which other sessions' audio goes through
             pcm = await asyncio.get_running_loop().run_in_executor(
@@ -593,7 +602,7 @@ class Utterance:
             self.result.ttfa_ms = (self._playback_started - self._started) * 1000
             self._span.add_event(
                 "first_audio",
-                {"tts.engine": candidate.engine.value, "tts.ttfa_ms": self.result.ttfa_ms},
+                {"tts.engine": str(candidate.engine), "tts.ttfa_ms": self.result.ttfa_ms},
             )
         self._synthesizer.registry.record_success(
             candidate.engine, (time.perf_counter() - piece_started) * 1000 if first else None
@@ -622,8 +631,8 @@ class Utterance:
             nonlocal caption
             if audio.size == 0:
                 return
-            if candidate.engine.value not in self.result.engines:
-                self.result.engines.append(candidate.engine.value)
+            if str(candidate.engine) not in self.result.engines:
+                self.result.engines.append(str(candidate.engine))
             weights = _word_weights_of(voice) if last else None
             chunk = AudioChunk(float_to_pcm16(audio), rate, caption, last, weights)
             await self._emit(chunk, candidate, started)
@@ -633,7 +642,7 @@ class Utterance:
 
         try:
             async with voice.synthesize(_spoken_text(piece)) as stream:
-                async for event in _within(stream, stall_s, candidate.engine.value):
+                async for event in _within(stream, stall_s, str(candidate.engine)):
                     block = pcm16_to_float(np.frombuffer(event.frame.data, dtype=np.int16))
                     await send(streamer.push(block))
         except (APIError, EngineError):
@@ -750,27 +759,13 @@ async def _render_piece(voice: tts.TTS[Any], text: str, stall_s: float, engine: 
 
 
 def build_backends(config: ServiceConfig, *, deterministic: bool = False) -> list[EngineBackend]:
-    """The engines this build ships, configured (not yet loaded)."""
-    from .edge_engine import EdgeBackend
-    from .espeak_engine import EspeakBackend
-    from .kokoro_engine import PACK_DIR, KokoroBackend
-    from .piper_engine import PiperBackend
-    from .speecht5_engine import SpeechT5Backend
-    from .xtts_engine import XttsBackend
-
-    engines = config.engines
-    cache_dir = config.models_dir / ".cache"
-    backends: list[EngineBackend] = [
-        PiperBackend(config.models_dir, engines.piper, deterministic=deterministic),
-        KokoroBackend(cache_dir, engines.kokoro, config.models_dir / PACK_DIR),
-        XttsBackend(
-            config.models_dir, engines.xtts, latent_cache_size=engines.xtts.latent_cache_size
-        ),
-        SpeechT5Backend(config.models_dir, engines.speecht5, deterministic=deterministic),
-        EdgeBackend(engines.edge_tts),
-        EspeakBackend(),
+    """Every registered engine not in ``disabled_engines``, configured (not yet loaded)."""
+    disabled = set(config.disabled_engines)
+    return [
+        spec.build(config, deterministic=deterministic)
+        for spec in engine_specs()
+        if spec.name not in disabled
     ]
-    return [b for b in backends if b.name not in config.disabled_engines]
 
 
 def create_synthesizer(

@@ -15,8 +15,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .names import EngineName, primary_language
-from .voices import Binding, EspeakBinding, KokoroBinding, PiperBinding
+from .names import primary_language
+from .voices import Binding
 
 logger = logging.getLogger(__name__)
 
@@ -24,15 +24,9 @@ QUALITY_FILE = Path(__file__).with_name("voice_quality.json")
 
 
 def voice_key(binding: Binding) -> str:
-    """How the table names a binding's voice: a Piper model, a Kokoro style, an espeak-ng
-    voice with its variant; other engines by their binding's fields."""
-    if isinstance(binding, PiperBinding):
-        return binding.model
-    if isinstance(binding, KokoroBinding):
-        return binding.voice
-    if isinstance(binding, EspeakBinding):
-        return binding.voice + (f"+{binding.variant}" if binding.variant else "")
-    return ",".join(f"{k}={v}" for k, v in sorted(binding.model_dump(exclude_none=True).items()))
+    """How the table names a binding's voice (``VoiceBinding.quality_key``): a Piper model, a
+    Kokoro style, an espeak-ng voice with its variant; other engines by their binding's fields."""
+    return binding.quality_key()
 
 
 @dataclass(frozen=True)
@@ -61,8 +55,8 @@ class QualityTable:
             return cls()
         return cls(rows)
 
-    def measured(self, engine: EngineName, language: str, binding: Binding) -> Measured | None:
-        return self.rows.get((engine.value, primary_language(language), voice_key(binding)))
+    def measured(self, engine: str, language: str, binding: Binding) -> Measured | None:
+        return self.rows.get((str(engine), primary_language(language), voice_key(binding)))
 
-    def languages(self, engine: EngineName) -> set[str]:
-        return {language for name, language, _ in self.rows if name == engine.value}
+    def languages(self, engine: str) -> set[str]:
+        return {language for name, language, _ in self.rows if name == engine}

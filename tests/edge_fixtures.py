@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from engines.audio import AudioChunk
-from engines.config import EdgeSettings as EdgeConfig
 from engines.config import ServiceConfig
 from engines.edge_engine import EDGE_NATIVE_SAMPLE_RATE_HZ, EdgeBackend, EdgeSettings
+from engines.edge_engine import SETTINGS as EDGE_SETTINGS
 from engines.names import EngineName
 from engines.synthesizer import SpeechSynthesizer, SynthesisRequest, UtteranceResult, build_backends
 from engines.voices import VoiceCatalog
@@ -58,8 +58,8 @@ async def speak_with_edge_at(
     """Speak ``request`` with a service whose Edge engine talks to ``url`` (Piper and espeak-ng
     behind it; the torch engines and Kokoro off, to load fast): the chunks, the result and the
     texts of the pieces it was cut into."""
-    engines = config.engines.model_copy(
-        update={"edge_tts": EdgeConfig(url=url, connect_timeout_s=1.0)}
+    engines = config.engines.with_section(
+        EDGE_SETTINGS, EdgeSettings(url=url, connect_timeout_s=1.0)
     )
     disabled = (EngineName.XTTS, EngineName.SPEECHT5, EngineName.KOKORO)
     config = config.model_copy(update={"engines": engines, "disabled_engines": disabled})

@@ -17,7 +17,6 @@ from livekit.agents import tts
 from engines.audio import FloatAudio
 from engines.backend import EngineBackend
 from engines.local_tts import LocalTTS
-from engines.names import EngineName
 from engines.voices import Binding
 
 HANG_LIMIT_S = 120.0
@@ -39,7 +38,7 @@ class FlakyBackend(EngineBackend):
     ) -> None:
         super().__init__()
         self.inner = inner
-        self.name: EngineName = inner.name  # type: ignore[misc]
+        self.name = inner.name
         self.profile = inner.profile  # type: ignore[misc]
         self.fail_on = set(fail_on or set())
         self.hang_on = set(hang_on or set())
@@ -92,8 +91,8 @@ class FlakyTTS(LocalTTS):
         super().__init__(
             engine=inner.engine,
             sample_rate=inner.sample_rate,
-            executor=inner._executor,
-            language=inner._language,
+            executor=inner.executor,
+            language=inner.language,
         )
         self._backend = backend
         self._inner = inner

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from agent.speak_request import parse_speak_packet, with_voice_reference
-from engines.config import EdgeSettings, ServiceConfig
+from engines.config import ServiceConfig
+from engines.edge_engine import SETTINGS as EDGE_SETTINGS
+from engines.edge_engine import EdgeSettings
 from engines.names import EngineName, SelectionStrategy
 from engines.synthesizer import SpeechSynthesizer, SynthesisRequest, build_backends
 from engines.voice_reference import (
@@ -61,8 +63,8 @@ async def edge_service() -> AsyncIterator[FakeEdgeService]:
 def lineup_config(
     service_config: ServiceConfig, tiny_models_dir: Path, edge_service: FakeEdgeService
 ) -> ServiceConfig:
-    engines = service_config.engines.model_copy(
-        update={"edge_tts": EdgeSettings(url=edge_service.url())}
+    engines = service_config.engines.with_section(
+        EDGE_SETTINGS, EdgeSettings(url=edge_service.url())
     )
     update = {"models_dir": tiny_models_dir, "engines": engines, "disabled_engines": ()}
     return service_config.model_copy(update=update)
@@ -104,7 +106,7 @@ def xtts_of(synth: SpeechSynthesizer) -> XttsBackend:
 
 def plan_of(synth: SpeechSynthesizer, voice_id: str, strategy: SelectionStrategy) -> list[str]:
     resolved = synth.router.resolve_voice(voice_id, None)
-    return [c.engine.value for c in synth.router.plan(resolved, strategy=strategy)]
+    return [str(c.engine) for c in synth.router.plan(resolved, strategy=strategy)]
 
 
 async def test_every_engine_loads_from_its_files(lineup: SpeechSynthesizer) -> None:

@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from engines.kokoro_engine import PACK_DIR, load_pack
+from engines.names import EngineName
 from engines.voices import KokoroBinding, VoiceCatalog
 from tools import fetch_models
 from tools.fetch_models import (
@@ -203,7 +204,8 @@ def test_kokoro_s_pack_holds_every_published_voice_the_library_binds() -> None:
     bound = {
         b.voice
         for v in catalog
-        if isinstance(b := v.engines.kokoro, KokoroBinding) and not b.voice.startswith("j")
+        if isinstance(b := v.engines.get(EngineName.KOKORO), KokoroBinding)
+        and not b.voice.startswith("j")
     }
     assert bound == {"ef_dora", "em_alex", "ff_siwis", "if_sara", "im_nicola", "pf_dora", "pm_alex"}
     names = {remote.target.stem for remote in files}

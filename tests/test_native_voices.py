@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from engines.config import ServiceConfig
-from engines.kokoro_engine import PACK_DIR, KokoroBackend, load_pack
+from engines.kokoro_engine import PACK_DIR, SETTINGS, KokoroBackend, load_pack
 from engines.names import EngineName, SelectionStrategy
 from engines.piper_engine import bundled_voice_dir
 from engines.router import EngineRouter
@@ -52,7 +52,9 @@ def write_spanish_piper(models_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory: pytest.TempPathFactory, service_config: ServiceConfig) -> Path:
     folder = tmp_path_factory.mktemp("models")
-    bundled = KokoroBackend(service_config.models_dir / ".cache", service_config.engines.kokoro)
+    bundled = KokoroBackend(
+        service_config.models_dir / ".cache", service_config.engines.section(SETTINGS)
+    )
     bundled.load()
     for name, style in STAND_IN_OF.items():
         write_pack_voice(folder / PACK_DIR, name, bundled.style(style))
@@ -80,7 +82,7 @@ def route(
 ) -> list[str]:
     router: EngineRouter = synth.router
     resolved = router.resolve_voice(voice_id, None)
-    return [c.engine.value for c in router.plan(resolved, strategy=strategy)]
+    return [str(c.engine) for c in router.plan(resolved, strategy=strategy)]
 
 
 def rows(synth: SpeechSynthesizer, voice_id: str) -> dict[str, dict[str, object]]:

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.speak_request import parse_speak_packet, parse_stream_attributes
-from api.openapi import OPENAPI_SPEC
+from api.openapi import openapi_spec
 from api.request_parsing import parse_synthesis
 from engines.errors import InvalidOptionError
 from engines.normalization import SpeechNormalizer, normalizer_for
@@ -694,7 +694,7 @@ def test_normalize_false_is_accepted_by_every_front_end() -> None:
     assert packet.synthesis.normalize is False
     streamed = parse_stream_attributes({"normalize": "false"}, sender="a")
     assert streamed.synthesis.normalize is False
-    schema = OPENAPI_SPEC["components"]["schemas"]["SynthesisRequest"]["properties"]
+    schema = openapi_spec()["components"]["schemas"]["SynthesisRequest"]["properties"]
     assert schema["normalize"] == {
         "type": "boolean",
         "default": True,

@@ -44,10 +44,12 @@ from typing import Any
 
 import onnxruntime as ort
 
-from engines.config import EngineThreads, ServiceConfig, load_config
+from engines.config import ServiceConfig, WindowedSettings, load_config
+from engines.kokoro_engine import SETTINGS as KOKORO_SETTINGS
 from engines.kokoro_engine import KokoroBackend, assemble_model
 from engines.local_tts import LocalTTS
 from engines.names import EngineName
+from engines.piper_engine import SETTINGS as PIPER_SETTINGS
 from engines.piper_engine import bundled_voice_dir, find_piper_models
 from engines.router import Candidate
 from engines.synthesizer import (
@@ -600,10 +602,10 @@ class SweepResult:
 
 
 def piper_only_config(base: ServiceConfig, intra_op_threads: int) -> ServiceConfig:
-    threads = EngineThreads(workers=SWEEP_WORKERS, intra_op_threads=intra_op_threads)
+    threads = WindowedSettings(workers=SWEEP_WORKERS, intra_op_threads=intra_op_threads)
     return base.model_copy(
         update={
-            "engines": base.engines.model_copy(update={"piper": threads}),
+            "engines": base.engines.with_section(PIPER_SETTINGS, threads),
             "disabled_engines": (EngineName.KOKORO, EngineName.ESPEAK),
         }
     )
@@ -764,7 +766,7 @@ def profile_piper(config: ServiceConfig, binding: PiperBinding, text: str) -> di
                 voice.phonemes_to_ids(phonemes), SynthesisConfig(normalize_audio=False)
             )
 
-    return profile_model(model, config.engines.piper.intra_op_threads, run)
+    return profile_model(model, config.engines.section(PIPER_SETTINGS).intra_op_threads, run)
 
 
 def profile_kokoro(
@@ -781,7 +783,7 @@ def profile_kokoro(
         kokoro = Kokoro.from_session(session, str(data / "voices_ja.npz"), vocab_config=vocab)
         kokoro.create(phonemes, voice=binding.voice, speed=1.0, lang="ja", is_phonemes=True)
 
-    return profile_model(model, config.engines.kokoro.intra_op_threads, run)
+    return profile_model(model, config.engines.section(KOKORO_SETTINGS).intra_op_threads, run)
 
 
 def bench_op_profile(
@@ -878,8 +880,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     sections: dict[str, dict[str, float]] = {}
     report: dict[str, Any] = {
         "config_file": str(CONFIG_FILE),
-        "piper_threads": config.engines.piper.model_dump(),
-        "kokoro_threads": config.engines.kokoro.model_dump(),
+        "piper_threads": config.engines.section(PIPER_SETTINGS).model_dump(),
+        "kokoro_threads": config.engines.section(KOKORO_SETTINGS).model_dump(),
         "cpu_before_start": quiet,
         "sections": sections,
     }
@@ -888,9 +890,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with track("load + warm all engines", sections):
         await synth.start()
     rss_loaded = {"peak_mb": peak_rss_mb(), "current_mb": measured_rss_mb()}
-    report["engine_states"] = {b.name.value: b.state.value for b in synth.registry.backends()}
+    report["engine_states"] = {str(b.name): b.state.value for b in synth.registry.backends()}
     print(f"engines: {report['engine_states']}")
-    print(f"config: piper {config.engines.piper}, kokoro {config.engines.kokoro}")
+    piper = config.engines.section(PIPER_SETTINGS)
+    kokoro = config.engines.section(KOKORO_SETTINGS)
+    print(f"config: piper {piper}, kokoro {kokoro}")
     try:
         engine_reports = []
         for engine in args.engine_names:

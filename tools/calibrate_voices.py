@@ -20,7 +20,6 @@ import argparse
 import datetime
 import json
 import statistics
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from engines.espeak_engine import EspeakBackend
 from engines.kokoro_engine import KokoroBackend
 from engines.names import EngineName
 from engines.piper_engine import PiperBackend
-from engines.voices import Binding, EspeakBinding, KokoroBinding, VoiceCatalog
+from engines.voices import Binding, EspeakBinding, KokoroBinding, PiperBinding, VoiceCatalog
 from tools.benchkit.transcriber import Transcriber, character_error_rate, word_error_rate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -97,7 +96,7 @@ def error_rate(language: str, reference: str, heard: str) -> float:
 
 def render(backend: Any, binding: Binding, language: str, text: str) -> tuple[np.ndarray, int]:
     tts = backend.create_voice(binding, language=language, speed=1.0)
-    audio = np.concatenate(list(tts._render_text(text, threading.Event())))
+    audio = np.concatenate(list(tts.render(text)))
     return float_to_pcm16(audio), int(tts.sample_rate)
 
 
@@ -143,8 +142,12 @@ def rows(languages: Sequence[str], styles: Sequence[str] | None) -> Iterator[Row
         backend.load()
     if piper.ready:  # every library voice whose Piper model is installed, in its language
         for voice in catalog:
-            model = voice.engines.piper
-            if voice.language in languages and model and piper.can_render(model):
+            model = voice.engines.get(EngineName.PIPER)
+            if (
+                voice.language in languages
+                and isinstance(model, PiperBinding)
+                and piper.can_render(model)
+            ):
                 yield measure(
                     EngineName.PIPER, piper, model, model.model, voice.language, listen, scorer
                 )

@@ -50,8 +50,9 @@ import numpy as np
 import psutil
 
 from engines.backend import EngineBackend
-from engines.config import EdgeSettings, ServiceConfig, load_config
-from engines.edge_engine import EdgeBackend
+from engines.config import ServiceConfig, load_config
+from engines.edge_engine import SETTINGS as EDGE_SETTINGS
+from engines.edge_engine import EdgeBackend, EdgeSettings
 from engines.names import EngineName
 from engines.router import Candidate
 from engines.speecht5_engine import (
@@ -60,10 +61,12 @@ from engines.speecht5_engine import (
     SpeechT5Backend,
     SpeechT5Paths,
 )
+from engines.speecht5_engine import SETTINGS as SPEECHT5_SETTINGS
 from engines.synthesizer import SpeechSynthesizer, SynthesisRequest, build_backends
 from engines.torch_threads import pin_torch_threads
 from engines.voice_reference import VoiceReference, decode_voice_reference
 from engines.voices import SpeechT5Binding, VoiceCatalog, XttsBinding
+from engines.xtts_engine import SETTINGS as XTTS_SETTINGS
 from engines.xtts_engine import XTTS_DIR, XTTS_FILES, SpeakerLatents, XttsBackend
 from tools.benchkit.fake_edge_service import FakeEdgeService
 from tools.benchkit.machine import (
@@ -230,7 +233,7 @@ def prepare_models(given: Path | None, scratch: Path) -> dict[str, str]:
     return sources
 
 
-def parameter_counts(backends: dict[EngineName, EngineBackend]) -> dict[str, float]:
+def parameter_counts(backends: dict[str, EngineBackend]) -> dict[str, float]:
     """Millions of parameters per model part (private attributes: a benchmark looks inside)."""
     counts: dict[str, float] = {}
 
@@ -259,10 +262,10 @@ class Baselines:
 
     def __init__(self, config: ServiceConfig) -> None:
         self._xtts_pool = engine_threads_executor(
-            config.engines.xtts.intra_op_threads, "bench-xtts"
+            config.engines.section(XTTS_SETTINGS).intra_op_threads, "bench-xtts"
         )
         self._speecht5_pool = engine_threads_executor(
-            config.engines.speecht5.intra_op_threads, "bench-speecht5"
+            config.engines.section(SPEECHT5_SETTINGS).intra_op_threads, "bench-speecht5"
         )
 
     def close(self) -> None:
@@ -570,15 +573,15 @@ def print_cloning(cloning: dict[str, Any]) -> None:
 
 async def load_engines(
     backends: Sequence[EngineBackend], memory: dict[str, float]
-) -> dict[EngineName, EngineBackend]:
+) -> dict[str, EngineBackend]:
     """Load, then warm, each engine in turn, recording RSS (MB) after each step (the first
     torch engine also pays for importing torch)."""
-    loaded: dict[EngineName, EngineBackend] = {}
+    loaded: dict[str, EngineBackend] = {}
     for backend in backends:
         await asyncio.to_thread(backend.load)
         if not backend.ready:
             raise RuntimeError(f"{backend.name} did not load: {backend.detail}")
-        memory[f"after loading {backend.name.value}"] = rss_mb()
+        memory[f"after loading {backend.name}"] = rss_mb()
         loaded[backend.name] = backend
     for backend in backends:
         await asyncio.to_thread(backend.warm_up)
@@ -654,7 +657,7 @@ def service_config(models_dir: Path, edge_url: str) -> ServiceConfig:
     """``config.yaml`` with only the three engines measured here, the fake Edge service and
     ``models_dir``."""
     config = load_config(CONFIG_FILE)
-    engines = config.engines.model_copy(update={"edge_tts": EdgeSettings(url=edge_url)})
+    engines = config.engines.with_section(EDGE_SETTINGS, EdgeSettings(url=edge_url))
     measured = {EngineName.XTTS, EngineName.SPEECHT5, EngineName.EDGE}
     return config.model_copy(
         update={

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from engines.config import load_config
 from engines.kokoro_engine import PACK_DIR, voice_language
+from engines.names import EngineName
 from engines.speecht5_engine import SPEAKERS_FILE, SPEECHT5_DIR, TTS_DIR, VOCODER_DIR
 from engines.voices import KokoroBinding, PiperBinding, VoiceCatalog
 from engines.xtts_engine import XTTS_DIR
@@ -96,7 +97,7 @@ def piper_files(catalog: VoiceCatalog) -> list[RemoteFile]:
     ``es/es_ES/davefx/medium/`` in rhasspy/piper-voices)."""
     files: list[RemoteFile] = []
     for voice in catalog:
-        binding = voice.engines.piper
+        binding = voice.engines.get(EngineName.PIPER)
         if not isinstance(binding, PiperBinding):
             continue
         locale, name, quality = binding.model.split("-", 2)
@@ -127,7 +128,7 @@ def kokoro_files(catalog: VoiceCatalog) -> list[RemoteFile]:
     bound = [
         binding.voice
         for voice in catalog
-        if isinstance(binding := voice.engines.kokoro, KokoroBinding)
+        if isinstance(binding := voice.engines.get(EngineName.KOKORO), KokoroBinding)
         and voice_language(binding.voice) != "ja"
     ]
     names = dict.fromkeys([*KOKORO_PACK, *bound])

@@ -34,7 +34,6 @@ import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -50,8 +49,11 @@ from api.quality import QualityScorer
 from engines import segmenter
 from engines.audio import float_to_pcm16
 from engines.config import ServiceConfig, load_config
+from engines.kokoro_engine import SETTINGS as KOKORO_SETTINGS
+from engines.local_tts import LocalTTS
 from engines.names import EngineName
 from engines.onnx_split import split_model
+from engines.piper_engine import SETTINGS as PIPER_SETTINGS
 from engines.piper_engine import onnx_session
 from engines.synthesizer import SpeechSynthesizer, SynthesisRequest, create_synthesizer
 from engines.voices import PiperBinding
@@ -171,8 +173,8 @@ def summarize(
 
 def with_piper_windowed(config: ServiceConfig, windowed: bool) -> ServiceConfig:
     engines = config.engines
-    piper = engines.piper.model_copy(update={"windowed": windowed})
-    return config.model_copy(update={"engines": engines.model_copy(update={"piper": piper})})
+    piper = engines.section(PIPER_SETTINGS).model_copy(update={"windowed": windowed})
+    return config.model_copy(update={"engines": engines.with_section(PIPER_SETTINGS, piper)})
 
 
 def mos(scorer: QualityScorer, pcm: np.ndarray, rate: int) -> float:
@@ -200,9 +202,10 @@ async def piper_inprocess(config: ServiceConfig, iterations: int) -> dict[str, A
         backend = whole.registry.backend(EngineName.PIPER)
         assert backend is not None
         tts = backend.create_tts(PiperBinding(model="en_US-joe-medium"), speed=1.0)
+        assert isinstance(tts, LocalTTS)
         baseline_mos = []
         for text in ENGLISH:
-            audio = np.concatenate(list(tts._render_text(text, threading.Event())))  # type: ignore[attr-defined]
+            audio = np.concatenate(list(tts.render(text)))
             baseline_mos.append(mos(scorer, float_to_pcm16(audio), tts.sample_rate))
         report: dict[str, Any] = {"baseline_whole_text_dnsmos": statistics.mean(baseline_mos)}
         for name, replies in runs.items():
@@ -288,7 +291,7 @@ def kokoro_windowing(
 
     model = config.models_dir / ".cache" / MODEL_FILE
     parts = split_model(model, Path(tempfile.mkdtemp(prefix="kokoro-split-")), ["/decoder/"])
-    threads = config.engines.kokoro.intra_op_threads
+    threads = config.engines.section(KOKORO_SETTINGS).intra_op_threads
     front = onnx_session(parts.front.path, threads)
     decoder = onnx_session(parts.stages[0].path, threads)
     inputs = parts.stages[0].inputs
