@@ -211,3 +211,25 @@ async def test_quality_scores_whole_and_streamed_text(service: str, tmp_path: Pa
         assert row["engine"] == "espeak-ng" and row["texts"] == 1 and not row["errors"]
         assert 1.0 < row["dnsmos"] < 5.0
         assert 0.0 <= row["error_rate"] < 0.8, row["heard"]  # espeak-ng is basic, not garbage
+
+
+async def test_a_websocket_left_idle_past_the_heartbeat_is_replaced(
+    service: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The benchmark interleaves cases, so each case's socket sits unread while the others run.
+    The service closes a socket that misses its pings (aiohttp answers them only while
+    reading): every WebSocket reply of a 21-case run against `make run` failed so. With a
+    heartbeat shorter than the gap here, the tool must open a fresh socket and lose none."""
+    import api.routes
+
+    monkeypatch.setattr(api.routes, "WS_HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(test_tts, "IDLE_RECONNECT_S", 0.1)
+    out = tmp_path / "idle.json"
+    argv = ["--url", service, "--benchmark", "--iterations", "3", "--json", str(out)]
+    status = await run_tool(
+        *argv, "--engines", "piper,espeak-ng", "--languages", "en", "--no-progress"
+    )
+    assert status == 0
+    samples = [s for s in read_report(out)["samples"] if s["protocol"] == "ws"]
+    assert len(samples) == 6
+    assert [s["error"] for s in samples] == [None] * 6

@@ -98,6 +98,19 @@ OPENAI_SAMPLE_RATE_HZ = 24_000
 OPENAI_MODEL = "tts-1"
 DEFAULT_PEER_VOICE = "alloy"
 REQUEST_TIMEOUT_S = 60.0
+IDLE_RECONNECT_S = 10.0
+BROKEN_CONNECTION = frozenset(
+    {
+        "timeout",
+        "ClientConnectionResetError",
+        "ClientConnectionError",
+        "ConnectionResetError",
+        "ServerDisconnectedError",
+        "RuntimeError",
+    }
+)
+"""A WebSocket left unread longer than this is replaced before use: the service pings every
+20 s, and an unread aiohttp socket never answers, so the service closes it."""
 CONNECT_TIMEOUT_S = 30.0
 ROOM_SPEECH_TIMEOUT_S = 60.0
 ROOM_POLL_S = 0.02
@@ -338,8 +351,14 @@ class Connection:
     def __init__(self, client: Client) -> None:
         self._client = client
         self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._used_at = 0.0
 
     async def socket(self) -> aiohttp.ClientWebSocketResponse:
+        # a socket no one read for a while missed the server's heartbeat pings (aiohttp answers
+        # them only while reading) and the server closed it: open a fresh one
+        idle = time.monotonic() - self._used_at > IDLE_RECONNECT_S
+        if self._ws is not None and not self._ws.closed and idle:
+            await self.close()
         if self._ws is None or self._ws.closed:
             self._ws = await open_ws(
                 self._client.http,
@@ -351,7 +370,9 @@ class Connection:
 
     async def close(self) -> None:
         if self._ws is not None:
-            await self._ws.close()
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                await self._ws.close()
+            self._ws = None
 
     async def speak(
         self, messages: Sequence[Mapping[str, Any]], request_id: str, sample: Sample
@@ -370,6 +391,9 @@ class Connection:
             sample.error = f"connect {type(exc).__name__}"
             return sample, None
         reply = await ws_exchange(ws, messages, request_id, timeout_s=REQUEST_TIMEOUT_S)
+        self._used_at = time.monotonic()
+        if reply.error in BROKEN_CONNECTION:  # the next request opens a new one
+            await self.close()
         return ws_sample(sample, reply), reply
 
 
