@@ -99,6 +99,8 @@ OPENAI_MODEL = "tts-1"
 DEFAULT_PEER_VOICE = "alloy"
 REQUEST_TIMEOUT_S = 60.0
 IDLE_RECONNECT_S = 10.0
+ROOM_TAIL_S = 0.5
+"""After a room's reply has finished, the time its last frames take to reach the listener."""
 BROKEN_CONNECTION = frozenset(
     {
         "timeout",
@@ -960,8 +962,15 @@ async def run_rooms(
         )
         if heard is None:
             sample.error = "not heard"
-        else:
-            sample.ttfa_ms = (heard - posted) * MS_PER_S
+            return sample
+        sample.ttfa_ms = (heard - posted) * MS_PER_S
+        # the next round is asked once this reply has played: else the first audible frame
+        # after the next POST would be this reply's tail
+        try:
+            await listener.wait_event(str(body["id"]), "finished", ROOM_SPEECH_TIMEOUT_S)
+        except AssertionError:
+            sample.error = "no finished event"
+        await asyncio.sleep(ROOM_TAIL_S)
         return sample
 
     try:
