@@ -257,7 +257,7 @@ class TrackPlayer:
             # as soon as a piece's audio is made (not when it plays): its words are placed (in
             # a thread) and each is captioned as it starts being heard
             nonlocal captions
-            captions = _chain(captions, _caption(segment, timeline.push(chunk), playback))
+            captions = _chain(captions, lambda: _caption(segment, timeline.push(chunk), playback))
 
         chunks = read_ahead(item.utterance, on_chunk)
         try:
@@ -302,7 +302,7 @@ class TrackPlayer:
                     if self._source.queued_duration == 0:  # the listener heard a gap
                         self._metrics.underruns.labels(self._room.name).inc()
                 await self._writer.write(rest)
-            captions = _chain(captions, _caption(segment, timeline.finish(), playback))
+            captions = _chain(captions, lambda: _caption(segment, timeline.finish(), playback))
             await self._writer.finish()
             await self._source.wait_for_playout()
         except asyncio.CancelledError:
@@ -362,13 +362,17 @@ async def _caption(
         await segment.write_word(word, await playback)
 
 
-def _chain(previous: asyncio.Task[None] | None, step: object) -> asyncio.Task[None]:
-    """Run caption writes one after another without holding up the audio."""
+def _chain(
+    previous: asyncio.Task[None] | None, step: Callable[[], Awaitable[None]]
+) -> asyncio.Task[None]:
+    """Run caption writes one after another without holding up the audio. ``step`` makes its
+    coroutine only when its turn comes: a chain cancelled before then (an interrupt) leaves no
+    coroutine that was never awaited."""
 
     async def run() -> None:
         if previous is not None:
             with contextlib.suppress(Exception):
                 await previous
-        await step  # type: ignore[misc]
+        await step()
 
     return asyncio.create_task(run())

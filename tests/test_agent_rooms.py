@@ -60,6 +60,7 @@ async def room(livekit_server: DevServer, agent_worker: WorkerProcess) -> AsyncI
     listener = await Participant("listener").join(livekit_server, name)
     sender = await Participant("sender").join(livekit_server, name)
     agent = await wait_agent_ready(sender)
+    await sender.wait_known_by_agent()  # its packets name it from now on
     yield RoomPair(name, listener, sender, agent)
     await sender.leave()
     await listener.leave()

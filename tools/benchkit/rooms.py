@@ -53,6 +53,7 @@ from hive_tts.paths import PROJECT_ROOT
 from .probes import WorkerProbe
 
 WORKER_START_TIMEOUT_S = 180.0
+PROBE_PREFIX = "known-probe-"
 AGENT_JOIN_TIMEOUT_S = 60.0
 EVENT_TIMEOUT_S = 60.0
 AUDIBLE_PEAK = 300
@@ -301,6 +302,8 @@ class Participant:
         self.tracks: dict[str, ReceivedTrack] = {}
         self.events: list[tuple[float, dict[str, object]]] = []
         self.captions: list[Caption] = []
+        self.probes_answered: set[str] = set()
+        """``wait_known_by_agent``'s probes that were answered (kept out of ``events``)."""
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.room.on("track_subscribed", self._on_track)
@@ -357,7 +360,11 @@ class Participant:
 
     def _on_data(self, packet: rtc.DataPacket) -> None:
         if packet.topic == TOPIC_EVENTS:
-            self.events.append((time.perf_counter(), json.loads(packet.data)))
+            event = json.loads(packet.data)
+            if str(event.get("id", "")).startswith(PROBE_PREFIX):  # wait_known_by_agent's
+                self.probes_answered.add(str(event["id"]))
+            else:
+                self.events.append((time.perf_counter(), event))
             self._notify()
 
     def _on_caption(self, reader: rtc.TextStreamReader, identity: str) -> None:
@@ -390,6 +397,19 @@ class Participant:
         sent = time.perf_counter()
         await self.room.local_participant.publish_data(payload, topic=to, reliable=True)
         return sent
+
+    async def wait_known_by_agent(self, attempts: int = 20, each_s: float = 1.0) -> None:
+        """Until the agent knows this participant: a packet sent as it joins can reach the agent
+        before its join does, and then names no sender. A probe without ``reply_to`` is answered
+        (with an error) only once the agent knows who sent it."""
+        for attempt in range(attempts):
+            probe = f"{PROBE_PREFIX}{self.identity}-{attempt}"
+            # refused as it is read (no such mode), so nothing is queued or spoken
+            await self.send(json.dumps({"id": probe, "text": ".", "mode": "probe"}).encode())
+            with contextlib.suppress(AssertionError):
+                await self.wait_for(lambda: bool(self.probes_answered), each_s, "a probe's answer")
+                return
+        raise AssertionError(f"the agent never knew {self.identity}")
 
     async def send_until_known(
         self, body: Mapping[str, object], attempts: int = 10, timeout: float = EVENT_TIMEOUT_S
