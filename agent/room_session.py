@@ -86,6 +86,8 @@ class RoomSession:
         self._arriving = 0
         """Requests past the queue check but not yet queued (their text is being planned)."""
         self.draining = False
+        self.retired = False
+        """Another agent of ours serves the room too and stays (``retire``)."""
         self.closed = asyncio.Event()
         self._pending: dict[str, PendingSpeech] = {}
         self._server_ids: OrderedDict[str, None] = OrderedDict()
@@ -150,7 +152,7 @@ class RoomSession:
         task.add_done_callback(self._tasks.discard)
 
     def _on_data(self, packet: rtc.DataPacket) -> None:
-        if packet.topic != TOPIC_SPEAK:
+        if packet.topic != TOPIC_SPEAK or self.retired:
             return
         self._spawn(self.handle_packet(packet.data, packet.participant))
 
@@ -163,6 +165,7 @@ class RoomSession:
             SPEAK_ATTRIBUTE in changed
             and value.strip()
             and participant.identity != (self.room.local_participant.identity)
+            and not self.retired
         ):
             self._spawn(self.handle_attribute(value, participant.identity))
 
@@ -195,7 +198,8 @@ class RoomSession:
             self._arriving -= 1
 
     def _on_text_stream(self, reader: rtc.TextStreamReader, identity: str) -> None:
-        self._spawn(self.handle_text_stream(reader, identity))
+        if not self.retired:
+            self._spawn(self.handle_text_stream(reader, identity))
 
     def _sender_attributes(self, identity: str | None) -> dict[str, str]:
         participant = self.room.remote_participants.get(identity or "")
@@ -412,6 +416,13 @@ class RoomSession:
         ]
 
     # -- lifecycle ----------------------------------------------------------------------
+
+    async def retire(self) -> None:
+        """Another agent of ours serves this room too and stays: take no new text (it hears the
+        same and answers it, so this one says nothing), and finish what this one accepted,
+        waiting or playing (the other joined after it and never received it)."""
+        self.retired = True
+        await asyncio.gather(*(player.idle() for player in self._players.values()))
 
     async def drain(self) -> None:
         """Take no new text, drop what waits, finish what is being spoken."""

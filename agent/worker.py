@@ -119,6 +119,8 @@ async def _end_room(session: RoomSession, ctx: JobContext, reason: str) -> None:
 
 _STATE: WorkerState | None = None
 _CONNECTING = threading.Lock()
+_RETIRING: set[asyncio.Task[None]] = set()
+"""Agents finishing their accepted text before they leave a room another agent serves."""
 
 
 def state() -> WorkerState:
@@ -174,13 +176,28 @@ async def entrypoint(ctx: JobContext) -> None:
 
     ctx.add_shutdown_callback(on_shutdown)
 
+    async def leave_to(other: str) -> None:
+        logger.info(
+            "%s also serves %s; leaving it once what was accepted is spoken", other, ctx.room.name
+        )
+        await session.retire()
+        ctx.shutdown("the room already has its agent")
+
     def on_attributes(_: dict[str, str], participant: rtc.Participant) -> None:
-        # two agents became ready at once: the one with the larger identity leaves
+        # two agents became ready at once: the one with the larger identity leaves, after
+        # speaking what it accepted (the other never received it)
         mine = ctx.room.local_participant.identity
         other = _ready_agent(ctx.room, ignoring=replaced)
-        if other is not None and other.identity < mine and participant.identity == other.identity:
-            logger.info("%s also serves %s; leaving it", other.identity, ctx.room.name)
-            ctx.shutdown("the room already has its agent")
+        if (
+            other is not None
+            and other.identity < mine
+            and participant.identity == other.identity
+            and not session.retired
+        ):
+            session.retired = True  # from now on the other answers: nothing new here
+            retiring = asyncio.create_task(leave_to(other.identity))
+            _RETIRING.add(retiring)
+            retiring.add_done_callback(_RETIRING.discard)
 
     ctx.room.on("participant_attributes_changed", on_attributes)
     # listening now: the control API waits for this before it sends text
