@@ -398,7 +398,7 @@ async def test_health_passes_with_engines_sessions_queue_uptime_and_memory(
     # how each engine's audio for a piece arrives: Piper's voice is decoded in windows
     assert engines["piper"]["streaming"] == {
         "within_piece": True,
-        "voices": {"en_US-joe-medium": "windowed (/flow/12, /dec/10)"},
+        "voices": {"en_US-joe-medium": "windowed (/flow/16, /dec/10)"},
     }
     assert engines["kokoro"]["streaming"] == {"within_piece": False}
     assert engines["xtts"]["streaming"] is None  # not loaded

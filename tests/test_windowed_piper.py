@@ -77,7 +77,7 @@ def test_the_voice_is_split_at_its_flow_and_vocoder_and_health_says_so(
 ) -> None:
     status = backend.streaming()
     assert status["within_piece"] is True
-    assert status["voices"] == {VOICE: "windowed (/flow/12, /dec/10)"}
+    assert status["voices"] == {VOICE: "windowed (/flow/16, /dec/10)"}
     assert backend.streams_within_piece
 
 
