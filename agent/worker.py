@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent.engine_host import EngineHost
 from agent.load_monitor import LoadMonitor
+from agent.loop_lag import watch_loop_lag
 from agent.registration import Registration
 from agent.room_session import RoomSession
 from agent.speak_policy import SpeakPolicy
@@ -46,6 +47,9 @@ READY_ATTEMPTS = 4
 """A room connection that takes longer fails its job (the control API dispatches again)."""
 CLOSE_TIMEOUT_S = 10.0
 """After the drain, how long closing jobs and connections may take."""
+
+LOOP_MONITOR_ENV = "LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS"
+"""livekit-agents' per-job loop watchdog: ``0`` turns it off (``agent.loop_monitor``)."""
 
 AGENT_IDENTITY_PREFIX = "hive-tts-agent"
 """Identity prefix of the agent in rooms (LiveKit adds the job id)."""
@@ -169,8 +173,10 @@ async def entrypoint(ctx: JobContext) -> None:
     )
     session.attach()
     worker.add(session, ctx)
+    lag_probe = asyncio.create_task(watch_loop_lag(worker.metrics.loop_lag), name="loop-lag")
 
     async def on_shutdown(reason: str = "") -> None:
+        lag_probe.cancel()
         worker.remove(session)
         await session.aclose(reason)
 
@@ -317,6 +323,8 @@ async def run_worker(config: ServiceConfig, livekit_url: str = "") -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+    if not config.agent.loop_monitor:  # read by livekit-agents as each job thread starts
+        os.environ[LOOP_MONITOR_ENV] = "0"
     host = await asyncio.to_thread(EngineHost.start, config)
     if stop.is_set():  # stopped while the engines loaded
         host.close()

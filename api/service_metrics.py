@@ -187,6 +187,12 @@ class WorkerMetrics(ServiceMetrics):
         self.worker_load = Gauge(
             "tts_worker_load", "Load reported to the LiveKit server (0..1)", registry=r
         )
+        self.loop_lag = Histogram(
+            "tts_room_loop_lag_seconds",
+            "How much later than asked a room's event loop woke (probed once a second per room)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
+        )
 
     def forget_room(self, room: str) -> None:
         for family in (self.room_queue, self.room_tracks, self.room_speaking, self.underruns):

@@ -202,12 +202,18 @@ class AgentSettings(_Section):
     """Also join every new room (LiveKit's automatic dispatch) instead of explicit only."""
     max_queue_per_room: int = Field(default=16, ge=1)
     max_tracks_per_room: int = Field(default=8, ge=1)
+    """Audio tracks (one per language and voice) the agent publishes in a room. A new one
+    retires the oldest idle track; with every track speaking it is refused (``too_many_tracks``)."""
     timed_captions: bool = False
     """Captions on ``lk.transcription`` as livekit-agents' JSON transcript lines (a
     ``TimedString`` per word: ``{"text", "start_time", "end_time"}``) instead of plain text.
     Either way each word is written as it starts being heard."""
-    """Audio tracks (one per language and voice) the agent publishes in a room. A new one
-    retires the oldest idle track; with every track speaking it is refused (``too_many_tracks``)."""
+    loop_monitor: bool = False
+    """livekit-agents' event-loop watchdog in every room (a thread and a heartbeat that wake 50
+    times a second each, per room). Off by default: the rooms share one process, and with 32
+    rooms launching on two cores the watchdogs' wake-ups starved the worker's own loop of the
+    GIL for minutes. ``tts_room_loop_lag_seconds`` measures each room's loop instead, once a
+    second."""
     max_packet_bytes: int = Field(default=65_536, ge=256)
     load_threshold: float = Field(default=0.85, gt=0, le=1)
     """Above this load (CPU or engine queue, 0..1) the worker takes no new rooms."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
+from pathlib import Path
 
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -138,5 +140,23 @@ async def test_worker_metrics_count_rooms_and_utterances(
         assert after[("tts_room_tracks", (("room", room),))] == 1
         assert ("tts_ttft_duration_seconds_count", (("engine", "piper"),)) in after
         assert 0.0 <= after[("tts_worker_load", ())] <= 1.0
+        # each room's loop is probed once a second, without livekit-agents' watchdog threads
+        assert after[("tts_room_loop_lag_seconds_count", ())] >= 1
+        assert not watchdog_threads(agent_worker)
     finally:
         await sender.leave()
+
+
+def watchdog_threads(worker: WorkerProcess) -> list[str]:
+    """livekit-agents' loop-monitor threads in the worker's processes (off by default)."""
+    assert worker.process is not None
+    found: list[str] = []
+    for process in [
+        psutil.Process(worker.process.pid),
+        *psutil.Process(worker.process.pid).children(),
+    ]:
+        for thread in process.threads():
+            name = Path(f"/proc/{process.pid}/task/{thread.id}/comm").read_text().strip()
+            if name.startswith("livekit-loop"):
+                found.append(name)
+    return found

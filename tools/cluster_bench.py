@@ -66,7 +66,7 @@ from control_api import create_app
 from engines.config import ServiceConfig, load_config
 from engines.names import EngineName
 from hive_tts.paths import PROJECT_ROOT
-from tools.benchkit.machine import wait_for_quiet
+from tools.benchkit.machine import dump_tasks_on_sigusr1, wait_for_quiet
 from tools.benchkit.probes import WorkerProbe
 from tools.benchkit.report import add_report_arguments, fmt, heading, render_table, write_report
 from tools.benchkit.rooms import (
@@ -577,6 +577,7 @@ async def load_part(
 
 
 async def run(args: argparse.Namespace, log_dir: Path, processes: ExitStack) -> dict[str, Any]:
+    dump_tasks_on_sigusr1()
     config = bench_config()
     config_file = log_dir / "config.yaml"  # the workers' copy of it
     config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")), encoding="utf-8")

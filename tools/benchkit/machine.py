@@ -3,9 +3,12 @@ other processes took, and a run can wait for them to leave the CPU idle first.""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import resource
+import signal
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -176,3 +179,17 @@ def print_sections(sections: dict[str, dict[str, float]]) -> None:
             ],
         )
     )
+
+
+def dump_tasks_on_sigusr1() -> None:
+    """``kill -USR1`` the bench: every task of the running loop prints where it waits (to
+    stderr), for a run that seems stuck."""
+    loop = asyncio.get_running_loop()
+
+    def dump() -> None:
+        for task in asyncio.all_tasks(loop):
+            print(f"--- {task.get_name()}", file=sys.stderr)
+            task.print_stack(limit=12, file=sys.stderr)
+        sys.stderr.flush()
+
+    loop.add_signal_handler(signal.SIGUSR1, dump)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import os
 import re
 import signal
@@ -56,6 +57,9 @@ WORKER_START_TIMEOUT_S = 180.0
 PROBE_PREFIX = "known-probe-"
 AGENT_JOIN_TIMEOUT_S = 60.0
 EVENT_TIMEOUT_S = 60.0
+LEAVE_TIMEOUT_S = 15.0
+
+logger = logging.getLogger(__name__)
 AUDIBLE_PEAK = 300
 """A received frame whose peak passes this (int16) is sound, not silence or dither."""
 AGENT_NAME = "hive-tts"
@@ -321,9 +325,18 @@ class Participant:
         return self
 
     async def leave(self) -> None:
-        for task in list(self._tasks):
+        """Stop reading, then disconnect. Bounded: with 32 rooms joined in this process, the rtc
+        SDK's disconnect of some never returned (the server drops them when they time out)."""
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        await self.room.disconnect()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self.room.disconnect(), LEAVE_TIMEOUT_S)
+        except TimeoutError:
+            logger.warning(
+                "%s: disconnect still pending after %.0f s", self.identity, LEAVE_TIMEOUT_S
+            )
 
     def _spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
@@ -350,11 +363,14 @@ class Participant:
         stream = rtc.AudioStream(track, sample_rate=LIVEKIT_SAMPLE_RATE, num_channels=1)
 
         async def read() -> None:
-            async for event in stream:
-                frame = event.frame
-                received.sample_rates.add(frame.sample_rate)
-                pcm = np.frombuffer(frame.data, dtype=np.int16).copy()
-                received.frames.append((time.perf_counter(), pcm))
+            try:
+                async for event in stream:
+                    frame = event.frame
+                    received.sample_rates.add(frame.sample_rate)
+                    pcm = np.frombuffer(frame.data, dtype=np.int16).copy()
+                    received.frames.append((time.perf_counter(), pcm))
+            finally:  # a left room's stream stops sending frames into this loop
+                await stream.aclose()
 
         self._spawn(read())
 
