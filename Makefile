@@ -109,6 +109,7 @@ bench: install livekit
 	$(BIN)/python -m tools.ws_bench
 	$(BIN)/python -m tools.room_bench
 	$(BIN)/python -m tools.cluster_bench --bursts 1,8,16
+	$(BIN)/python -m tools.idle_track_bench
 	$(BIN)/python -m tools.engine_bench
 	$(BIN)/python -m tools.stream_bench
 

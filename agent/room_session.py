@@ -51,6 +51,8 @@ from engines.errors import HiveTTSError, TextTooLongError
 logger = logging.getLogger(__name__)
 
 JOURNAL_INTERVAL_S = 0.25
+SILENT_TRACK_CHECK_S = 5.0
+"""How often tracks are checked for `agent.idle_track_timeout_s`."""
 """The pending-speech attribute is rewritten at most this often (changes are coalesced)."""
 LOST_CODE = "agent_lost"
 SERVER_IDS_KEPT = 512
@@ -105,6 +107,8 @@ class RoomSession:
         self.room.register_text_stream_handler(TOPIC_SPEAK, self._on_text_stream)
         self._metrics.rooms.inc()
         self._journal_task = asyncio.create_task(self._write_journal(), name="speech-journal")
+        if self._settings.idle_track_timeout_s > 0:
+            self._spawn(self._retire_silent_tracks(self._settings.idle_track_timeout_s))
         for participant in self.room.remote_participants.values():
             self._on_participant(participant)
 
@@ -353,6 +357,7 @@ class RoomSession:
         async with self._publishing:
             player = self._players.get((language, voice_id))
             if player is not None:
+                player.touch()  # not retired for silence between here and its enqueue
                 return player
             if len(self._players) >= self._settings.max_tracks_per_room:
                 await self._retire_idle_track()
@@ -391,12 +396,26 @@ class RoomSession:
                 f"{self._settings.max_tracks_per_room}); wait for one to finish, or send in a "
                 "language and voice that already has a track"
             )
-        player = self._players.pop(idle[0])
+        await self._retire(idle[0], "to make room for a new one")
+
+    async def _retire(self, key: tuple[str, str], why: str) -> None:
+        player = self._players.pop(key)
         await player.aclose()
         with contextlib.suppress(Exception):
             await self.room.local_participant.unpublish_track(player.track_sid)
         await self.room.local_participant.set_attributes({TRACK_ATTRIBUTE_PREFIX + player.name: ""})
-        logger.info("room %s: retired idle track %s", self.room.name, player.name)
+        self._metrics.room_tracks.labels(self.room.name).set(len(self._players))
+        logger.info("room %s: retired idle track %s %s", self.room.name, player.name, why)
+
+    async def _retire_silent_tracks(self, timeout_s: float) -> None:
+        """Unpublish each track silent for ``timeout_s``: a published track costs CPU even
+        while silent, and the next utterance publishes it again."""
+        while True:
+            await asyncio.sleep(min(timeout_s / 2, SILENT_TRACK_CHECK_S))
+            async with self._publishing:
+                for key, player in list(self._players.items()):
+                    if player.idle_s() >= timeout_s:
+                        await self._retire(key, f"(silent for {timeout_s:g} s)")
 
     def _update_gauges(self) -> None:
         waiting = sum(player.waiting for player in self._players.values())

@@ -152,6 +152,7 @@ class TrackPlayer:
         self._writer = _FrameWriter(self._source)
         self._publication: rtc.LocalTrackPublication | None = None
         self.track_sid = ""
+        self._last_active = time.monotonic()
 
     async def publish(self) -> None:
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
@@ -168,7 +169,16 @@ class TrackPlayer:
     def busy(self) -> bool:
         return self._current is not None or bool(self._queue)
 
+    def touch(self) -> None:
+        """About to be given text: not idle, whatever the queue says yet."""
+        self._last_active = time.monotonic()
+
+    def idle_s(self) -> float:
+        """Seconds since this track last spoke or was given text (0 while it is busy)."""
+        return 0.0 if self.busy else time.monotonic() - self._last_active
+
     def enqueue(self, item: QueuedSpeech) -> None:
+        self.touch()
         self._queue.append(item)
         self._wakeup.set()
 
@@ -229,6 +239,7 @@ class TrackPlayer:
                 item.done.set()
                 self._current = None
                 self._play_task = None
+                self.touch()
 
     async def _first_listener(self) -> None:
         """Until someone has subscribed once, wait (bounded) for them, if anyone is here."""

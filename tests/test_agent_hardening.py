@@ -1,10 +1,12 @@
 """The agent's bounded resources and private events, in a real room on the dev LiveKit server:
 tracks per room (a new language retires an idle track; with every track speaking it is refused),
+tracks silent for ``agent.idle_track_timeout_s`` unpublished and published again when needed,
 and events that go to their sender only, never to everyone."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 
 from agent.livekit_server import DevServer
 from agent.speak_request import TRACK_ATTRIBUTE_PREFIX
+from engines.audio import LIVEKIT_SAMPLE_RATE
 from engines.config import ServiceConfig
 from engines.synthesizer import SpeechSynthesizer
 from tests.api_fixtures import rooms_api
@@ -25,6 +28,7 @@ from tests.livekit_fixtures import (
     settings_for,
     wait_agent_ready,
 )
+from tests.transcriber import Transcriber, word_error_rate
 
 LONG = {
     "en": "This announcement is long on purpose, so that it is still being spoken when the "
@@ -39,24 +43,36 @@ LIMITS = """\
   rate_limit_per_participant: {per_minute: 6, burst: 3}
 """
 
+SILENT_TRACK_TIMEOUT_S = 2
+MAX_WER = 0.2
+
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@contextlib.contextmanager
+def running_worker(
+    livekit_server: DevServer, folder: Path, agent_settings: str
+) -> Iterator[WorkerProcess]:
+    repo = Path(__file__).resolve().parent.parent
+    config = folder / "config.yaml"
+    config.write_text(
+        AGENT_TEST_CONFIG.replace("agent:\n", "agent:\n" + agent_settings)
+        + f"voices_file: {repo / 'voices.yaml'}\nmodels_dir: {repo / 'models'}\n"
+    )
+    worker = WorkerProcess(livekit_server, config, folder / "worker.log")
+    try:
+        worker.wait_registered()
+        yield worker
+    finally:
+        worker.stop()
 
 
 @pytest.fixture(scope="module")
 def two_track_worker(
     livekit_server: DevServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
-    folder = tmp_path_factory.mktemp("two-tracks")
-    repo = Path(__file__).resolve().parent.parent
-    config = folder / "config.yaml"
-    config.write_text(
-        AGENT_TEST_CONFIG.replace("agent:\n", "agent:\n" + LIMITS)
-        + f"voices_file: {repo / 'voices.yaml'}\nmodels_dir: {repo / 'models'}\n"
-    )
-    worker = WorkerProcess(livekit_server, config, folder / "worker.log")
-    worker.wait_registered()
-    yield worker
-    worker.stop()
+    with running_worker(livekit_server, tmp_path_factory.mktemp("two-tracks"), LIMITS) as worker:
+        yield worker
 
 
 @pytest.fixture
@@ -205,3 +221,46 @@ async def test_a_packet_sent_on_joining_never_passes_for_the_server_s(
         await asyncio.gather(stranger.leave(), translator.leave())
     finally:
         await watcher.leave()
+
+
+async def test_a_silent_track_is_unpublished_and_published_again_for_the_next_utterance(
+    livekit_server: DevServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    transcriber: Transcriber,
+) -> None:
+    """A published track costs CPU while silent: after ``idle_track_timeout_s`` it goes (the
+    listener sees it unpublished, the agent's track attribute is cleared), and the next
+    utterance in its language is heard on a new track, whole."""
+    settings = f"  idle_track_timeout_s: {SILENT_TRACK_TIMEOUT_S}\n"
+    with running_worker(livekit_server, tmp_path_factory.mktemp("silent"), settings):
+        name = room_name("silent")
+        await dispatch_agent(livekit_server, name)
+        listener = await Participant("listener").join(livekit_server, name)
+        try:
+            agent = await wait_agent_ready(listener)
+            await listener.send({"id": "before", "text": "First words.", "language": "en"})
+            assert (await listener.wait_event("before", "finished", EVENT_WAIT_S))[
+                "interrupted"
+            ] is False
+            first_sid = listener.tracks["tts-en"].sid
+
+            def unpublished() -> bool:
+                published = listener.room.remote_participants[agent].track_publications
+                return not track_attributes(listener, agent) and not published
+
+            await listener.wait_for(
+                unpublished, SILENT_TRACK_TIMEOUT_S + 15, "the silent track unpublished"
+            )
+            text = "The track comes back for these words."
+            await listener.send({"id": "after", "text": text, "language": "en"})
+            finished = await listener.wait_event("after", "finished", EVENT_WAIT_S)
+            assert finished["interrupted"] is False and finished["track"] == "tts-en"
+            assert track_attributes(listener, agent) == {TRACK_ATTRIBUTE_PREFIX + "tts-en"}
+            await asyncio.sleep(0.5)  # the last frames cross the network after playout
+            track = listener.tracks["tts-en"]
+            assert track.sid != first_sid
+            heard = transcriber.transcribe(track.audio(), LIVEKIT_SAMPLE_RATE, base=True)
+            assert word_error_rate(text, heard) <= MAX_WER, heard
+            assert [e["type"] for e in listener.events_for("after")].count("finished") == 1
+        finally:
+            await listener.leave()
