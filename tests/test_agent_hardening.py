@@ -44,6 +44,7 @@ LIMITS = """\
 """
 
 SILENT_TRACK_TIMEOUT_S = 2
+SILENT_AGENT = "hive-tts-silent"
 MAX_WER = 0.2
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -231,10 +232,11 @@ async def test_a_silent_track_is_unpublished_and_published_again_for_the_next_ut
     """A published track costs CPU while silent: after ``idle_track_timeout_s`` it goes (the
     listener sees it unpublished, the agent's track attribute is cleared), and the next
     utterance in its language is heard on a new track, whole."""
-    settings = f"  idle_track_timeout_s: {SILENT_TRACK_TIMEOUT_S}\n"
+    # its own agent name: the module's other worker, with the default timeout, is registered too
+    settings = f"  idle_track_timeout_s: {SILENT_TRACK_TIMEOUT_S}\n  agent_name: {SILENT_AGENT}\n"
     with running_worker(livekit_server, tmp_path_factory.mktemp("silent"), settings):
         name = room_name("silent")
-        await dispatch_agent(livekit_server, name)
+        await dispatch_agent(livekit_server, name, agent_name=SILENT_AGENT)
         listener = await Participant("listener").join(livekit_server, name)
         try:
             agent = await wait_agent_ready(listener)

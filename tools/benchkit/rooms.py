@@ -493,12 +493,14 @@ class Participant:
         return next(e for e in self.events_for(request_id) if e.get("type") == kind)
 
 
-async def dispatch_agent(server: DevServer, room: str, metadata: str = "") -> None:
+async def dispatch_agent(
+    server: DevServer, room: str, metadata: str = "", agent_name: str = AGENT_NAME
+) -> None:
     """Create ``room`` (with ``metadata``) and dispatch the agent into it."""
     async with lkapi.LiveKitAPI(server.http_url, server.api_key, server.api_secret) as client:
         await client.room.create_room(lkapi.CreateRoomRequest(name=room, metadata=metadata))
         await client.agent_dispatch.create_dispatch(
-            lkapi.CreateAgentDispatchRequest(agent_name=AGENT_NAME, room=room)
+            lkapi.CreateAgentDispatchRequest(agent_name=agent_name, room=room)
         )
 
 
