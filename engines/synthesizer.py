@@ -70,8 +70,9 @@ logger = logging.getLogger(__name__)
 
 ACLOSE_TIMEOUT_S = 10.0
 """How long closing an utterance waits for its synthesis task to stop."""
-LOOKAHEAD_PIECES = 2
-"""Pieces synthesized ahead of the consumer; a slow reader holds synthesis back."""
+LOOKAHEAD_CHUNKS = 2
+"""Chunks (a piece, or one window of a piece streamed within the model) synthesized ahead of
+the consumer; a slow reader holds synthesis back."""
 SPEED_RANGE = (0.5, 2.0)
 
 
@@ -332,7 +333,7 @@ class Utterance:
         )
         self._started = time.perf_counter()
         self._queue: asyncio.Queue[AudioChunk | BaseException | None] = asyncio.Queue(
-            LOOKAHEAD_PIECES
+            LOOKAHEAD_CHUNKS
         )
         self._task: asyncio.Task[None] | None = None
         self._finished = False
@@ -344,6 +345,11 @@ class Utterance:
     @property
     def prepared(self) -> PreparedRequest:
         return self._prepared
+
+    @property
+    def held_back(self) -> bool:
+        """Synthesis waits for the reader (its look-ahead is full), or has ended."""
+        return self._queue.full() or self._task is None or self._task.done()
 
     @property
     def trace_context(self) -> Context:

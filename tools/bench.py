@@ -53,7 +53,7 @@ from engines.piper_engine import SETTINGS as PIPER_SETTINGS
 from engines.piper_engine import bundled_voice_dir, find_piper_models
 from engines.router import Candidate
 from engines.synthesizer import (
-    LOOKAHEAD_PIECES,
+    LOOKAHEAD_CHUNKS,
     SpeechSynthesizer,
     SynthesisRequest,
     Utterance,
@@ -97,8 +97,6 @@ EXTRA_SESSIONS = 4
 """Sessions then added one at a time, RSS measured after each."""
 MEMORY_ROUNDS = 2
 """Repeats of the held-session measurement (the first also grows allocator arenas)."""
-HELD_PIECES = 1 + LOOKAHEAD_PIECES + 1
-"""A held utterance has spoken one piece, queued LOOKAHEAD_PIECES, and waits with one more."""
 SETTLE_TIMEOUT_S = 60.0
 """Longest wait for held utterances to finish their lookahead before RSS is read anyway."""
 SETTLE_POLL_S = 0.05
@@ -442,13 +440,11 @@ async def hold_session(synth: SpeechSynthesizer, request: SynthesisRequest) -> H
 
 
 async def settle(held: Sequence[HeldSession]) -> bool:
-    """Wait until every held utterance has synthesized all it will before its reader reads."""
+    """Wait until every held utterance has synthesized all it will before its reader reads
+    (its look-ahead is full: chunks, which for a piece streamed within the model are windows)."""
     deadline = time.perf_counter() + SETTLE_TIMEOUT_S
     while time.perf_counter() < deadline:
-        if all(
-            h.utterance.result.pieces >= min(HELD_PIECES, len(h.utterance.prepared.pieces))
-            for h in held
-        ):
+        if all(h.utterance.held_back for h in held):
             return True
         await asyncio.sleep(SETTLE_POLL_S)
     return False
@@ -573,7 +569,7 @@ async def bench_memory(synth: SpeechSynthesizer, rss_loaded: dict[str, float]) -
     print(
         f"MB. slope = (RSS({last}) - RSS({HELD_SESSIONS})) / {EXTRA_SESSIONS}; mean = "
         f"(RSS({HELD_SESSIONS}) - RSS(0)) / {HELD_SESSIONS}; PCM held = audio synthesized ahead "
-        f"of the reader\n(lookahead {LOOKAHEAD_PIECES} pieces + 1 waiting), as int16. "
+        f"of the reader\n(lookahead {LOOKAHEAD_CHUNKS} chunks + 1 waiting), as int16. "
         f"Target <= {TARGET_SESSION_MB:.0f} MB per session."
     )
     return {
