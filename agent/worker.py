@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -122,6 +123,7 @@ async def _end_room(session: RoomSession, ctx: JobContext, reason: str) -> None:
 
 
 _STATE: WorkerState | None = None
+_SERVER: AgentServer | None = None
 _CONNECTING = threading.Lock()
 _RETIRING: set[asyncio.Task[None]] = set()
 """Agents finishing their accepted text before they leave a room another agent serves."""
@@ -138,6 +140,28 @@ async def _on_request(request: JobRequest) -> None:
         name="HIVE TTS",
         attributes={AGENT_ATTRIBUTE: "1"},
     )
+    if _SERVER is not None:
+        await _report_load(_SERVER)
+
+
+def _load_of(load: LoadMonitor, server: AgentServer) -> float:
+    """livekit-agents' ``load_fnc`` (called with the server, in a thread): rooms taken count."""
+    load.rooms = len(server.active_jobs)
+    return load.load()
+
+
+async def _report_load(server: AgentServer) -> None:
+    """Tell LiveKit this worker's load now, with the room just taken. livekit-agents reports it
+    every 2.5 s only, and LiveKit picks the least loaded worker from its last report: a burst of
+    rooms inside those 2.5 s all went to one worker. Uses livekit-agents' own refresh and status
+    update (private; checked against 1.8.9), and skips it if they are gone."""
+    refresh = getattr(server, "_refresh_worker_load", None)
+    update = getattr(server, "_update_worker_status", None)
+    if refresh is None or update is None:
+        return
+    with contextlib.suppress(Exception):
+        await refresh()
+        await update()
 
 
 async def entrypoint(ctx: JobContext) -> None:
@@ -264,7 +288,7 @@ def build_server(config: ServiceConfig, load: LoadMonitor) -> AgentServer:
         max_retry=settings.reconnect_attempts,
         port=settings.health_port,
         host="127.0.0.1",
-        load_fnc=load.load,
+        load_fnc=functools.partial(_load_of, load),
     )
     server.rtc_session(
         entrypoint,
@@ -311,7 +335,7 @@ async def _serve_metrics(
 async def run_worker(config: ServiceConfig, livekit_url: str = "") -> int:
     """Load the engines, register with LiveKit, serve rooms until SIGTERM/SIGINT (exit 0 after
     a bounded drain) or until LiveKit stays unreachable (exit ``EXIT_LIVEKIT_LOST``)."""
-    global _STATE
+    global _STATE, _SERVER
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -329,13 +353,14 @@ async def run_worker(config: ServiceConfig, livekit_url: str = "") -> int:
     if stop.is_set():  # stopped while the engines loaded
         host.close()
         return 0
-    load = LoadMonitor(host)
+    load = LoadMonitor(host, config.agent.rooms_at_full_load)
     metrics = WorkerMetrics()
     metrics.watch_engines(host.synthesizer.registry)
     metrics.know_languages(host.synthesizer.router.known_languages())
     worker = WorkerState(config, host, metrics, load, MemoryGuard(config.limits))
     _STATE = worker
     server = build_server(config, load)
+    _SERVER = server
     registration = Registration(livekit_url)
     registration.watch(server)
     runner = await _serve_metrics(
@@ -365,6 +390,7 @@ async def run_worker(config: ServiceConfig, livekit_url: str = "") -> int:
         load.close()
         host.close()
         _STATE = None
+        _SERVER = None
         logger.warning("worker stopped")
     return code
 

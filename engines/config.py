@@ -222,6 +222,12 @@ class AgentSettings(_Section):
     max_packet_bytes: int = Field(default=65_536, ge=256)
     load_threshold: float = Field(default=0.85, gt=0, le=1)
     """Above this load (CPU or engine queue, 0..1) the worker takes no new rooms."""
+    rooms_at_full_load: int = Field(default=40, ge=0)
+    """Each room adds ``1 / rooms_at_full_load`` to the load the worker reports (0: rooms do not
+    count), and the worker tells LiveKit its load as soon as it takes a room. LiveKit gives a
+    room to the least loaded worker as it last heard, and CPU rises only once rooms speak, so
+    without this a burst of rooms went to one worker while another stood idle. At
+    ``load_threshold`` (0.85) the default caps a worker at 34 rooms."""
     drain_timeout_s: int = Field(default=30, ge=1)
     """SIGTERM / SIGINT: what is playing may finish for this long, then every job ends."""
     warm_jobs: int = Field(default=8, ge=1, le=256)

@@ -144,6 +144,7 @@ async def test_a_burst_of_sixteen_rooms_spreads_over_both_workers(
         assert all(seconds >= BURST_SENT_SECONDS for seconds in sent), sent  # all of it
         assert all(seconds >= BURST_HEARD_SECONDS for seconds in audible), audible
         served = [set(w.rooms()) & set(names) for w in deployment.workers]
+        print(f"rooms per worker: {[len(rooms) for rooms in served]}")
         assert served[0] | served[1] == set(names)
         assert served[0] and served[1], served  # both workers took rooms
         # the words asked for, in the last room, spoken alone (sixteen rooms at once is more

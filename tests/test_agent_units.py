@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from livekit import rtc
 
+from agent.load_monitor import LoadMonitor
 from agent.speak_policy import SpeakPolicy
 from agent.speak_request import (
     SpeakMode,
@@ -137,3 +138,32 @@ async def test_an_interruption_fades_from_the_sample_playing() -> None:
     assert np.all(np.diff(fade[:ramp].astype(np.int32)) <= 0)  # then only falls
     assert np.all(fade[ramp:] == 0)
     await source.aclose()
+
+
+class _IdleEngines:
+    """An engine host with two engine threads and nothing queued (only what the load reads)."""
+
+    def engine_threads(self) -> int:
+        return 2
+
+    def queue_depth(self) -> int:
+        return 0
+
+
+def test_each_room_adds_its_share_to_the_reported_load() -> None:
+    """Rooms join idle: without their share a burst of them left the load at 0 and LiveKit gave
+    them all to one worker."""
+    monitor = LoadMonitor(_IdleEngines(), rooms_at_full_load=40)  # type: ignore[arg-type]
+    try:
+        assert monitor.room_share() == 0.0
+        monitor.rooms = 10
+        assert monitor.room_share() == 0.25
+        assert monitor.load() >= 0.25
+        monitor.rooms = 80
+        assert monitor.room_share() == 1.0
+        uncounted = LoadMonitor(_IdleEngines(), rooms_at_full_load=0)  # type: ignore[arg-type]
+        uncounted.rooms = 80
+        assert uncounted.room_share() == 0.0
+        uncounted.close()
+    finally:
+        monitor.close()
