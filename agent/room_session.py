@@ -51,9 +51,9 @@ from engines.errors import HiveTTSError, TextTooLongError
 logger = logging.getLogger(__name__)
 
 JOURNAL_INTERVAL_S = 0.25
-SILENT_TRACK_CHECK_S = 5.0
-"""How often tracks are checked for `agent.idle_track_timeout_s`."""
 """The pending-speech attribute is rewritten at most this often (changes are coalesced)."""
+SILENT_TRACK_CHECK_S = 5.0
+"""How often tracks are checked for ``agent.idle_track_timeout_s``."""
 LOST_CODE = "agent_lost"
 SERVER_IDS_KEPT = 512
 UNKNOWN_SENDER = "\0unknown participant"

@@ -53,13 +53,13 @@ from hive_tts.paths import PROJECT_ROOT
 
 from .probes import WorkerProbe
 
+logger = logging.getLogger(__name__)
+
 WORKER_START_TIMEOUT_S = 180.0
 PROBE_PREFIX = "known-probe-"
 AGENT_JOIN_TIMEOUT_S = 60.0
 EVENT_TIMEOUT_S = 60.0
 LEAVE_TIMEOUT_S = 15.0
-
-logger = logging.getLogger(__name__)
 AUDIBLE_PEAK = 300
 """A received frame whose peak passes this (int16) is sound, not silence or dither."""
 AGENT_NAME = "hive-tts"
